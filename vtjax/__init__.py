@@ -1,0 +1,3 @@
+"""vtjax: Video-Thinker (Qwen2.5-VL, SFT + GRPO) in pure JAX."""
+
+__version__ = "0.1.0"

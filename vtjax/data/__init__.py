@@ -1,0 +1,1 @@
+"""Video data pipeline: decoding, vision preprocessing, tokenizer, chat template, records, grain loaders."""

@@ -1,0 +1,1 @@
+"""Pallas kernels (flash attention forward/backward) behind vtjax.ops.attention."""

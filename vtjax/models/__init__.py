@@ -1,0 +1,1 @@
+"""Model families ported to Flax."""

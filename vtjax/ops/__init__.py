@@ -1,0 +1,1 @@
+"""Numerical building blocks shared by the models: attention dispatch, rotary embeddings, norms."""
