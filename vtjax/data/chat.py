@@ -1,0 +1,119 @@
+"""Qwen chat template for one video question, with the SFT label mask.
+
+  <|im_start|>system\\n{system}<|im_end|>\\n
+  <|im_start|>user\\n<|vision_start|><|video_pad|>*N<|vision_end|>{question}<|im_end|>\\n
+  <|im_start|>assistant\\n{answer}<|im_end|>\\n
+
+N = grid_t * grid_h * grid_w / 4, as the HF processor expands it. The prompt
+and the answer are encoded separately and concatenated, so the answer's ids
+are exactly what the model produces when it generates after the prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from vtjax.data import tokenizer as tok_lib
+
+PROMPTS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "prompts")
+DEFAULT_SYSTEM = "You are a helpful assistant."  # Qwen's template default.
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompts:
+    """The system turn and the user-turn template (`{question}` is substituted)."""
+
+    system: str
+    question_template: str = "{question}"
+
+    def __post_init__(self):
+        if "{question}" not in self.question_template:
+            raise ValueError(
+                "question_template must contain the placeholder {question}; got "
+                f"{self.question_template[:80]!r}..."
+            )
+
+    @classmethod
+    def load(cls, system_path: str, question_path: str) -> Prompts:
+        """Reads both prompt files (trailing whitespace stripped)."""
+        with open(system_path, encoding="utf-8") as f:
+            system = f.read().rstrip()
+        with open(question_path, encoding="utf-8") as f:
+            question = f.read().rstrip()
+        return cls(system=system, question_template=question)
+
+    @classmethod
+    def video_thinker(cls) -> Prompts:
+        """vtjax's wording of the Video-Thinker prompts, from configs/prompts/."""
+        return cls.load(
+            os.path.join(PROMPTS_DIR, "video_thinker_system.txt"),
+            os.path.join(PROMPTS_DIR, "video_thinker_question.txt"),
+        )
+
+
+def format_question(problem: str, options: Sequence[str], template: str = "{question}") -> str:
+    """`problem`, then `Options:` and one option per line, placed into `template`."""
+    question = problem
+    if options:
+        question = problem.rstrip() + "\nOptions:\n" + "\n".join(options)
+    return template.replace("{question}", question)
+
+
+def render_prompt(system: str, user_text: str, *, video: bool = True) -> str:
+    """Prompt text with one unexpanded `<|video_pad|>`, as `apply_chat_template` writes it."""
+    vision = tok_lib.VISION_START + tok_lib.VIDEO_PAD + tok_lib.VISION_END if video else ""
+    return (
+        f"{tok_lib.IM_START}system\n{system}{tok_lib.IM_END}\n"
+        f"{tok_lib.IM_START}user\n{vision}{user_text}{tok_lib.IM_END}\n"
+        f"{tok_lib.IM_START}assistant\n"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedChat:
+    input_ids: np.ndarray  # int32 [L]
+    loss_mask: np.ndarray  # bool [L]; True where the token is a training target
+    prompt_length: int  # tokens up to and including "assistant\n"
+
+
+def encode_chat(
+    tokenizer: tok_lib.Tokenizer,
+    *,
+    system: str,
+    user_text: str,
+    video_tokens: int | None,
+    answer: str | None = None,
+    include_prompt_in_loss: bool = False,
+) -> EncodedChat:
+    """Token ids of one conversation and its loss mask.
+
+    Args:
+      video_tokens: `<|video_pad|>` copies (grid_t*grid_h*grid_w/4); None for no video.
+      answer: assistant text; None encodes only the prompt (generation).
+      include_prompt_in_loss: also train on the prompt's text tokens (never on
+        vision pads), as the released Video-Thinker SFT script did.
+
+    The answer's targets are its tokens and the closing `<|im_end|>`; the
+    newline after it is input only.
+    """
+    pad_id = tokenizer.token_to_id(tok_lib.VIDEO_PAD)
+    head, _, tail = render_prompt(system, user_text, video=video_tokens is not None).partition(
+        tok_lib.VIDEO_PAD
+    )
+    ids = tokenizer.encode(head)
+    if video_tokens is not None:
+        ids += [pad_id] * int(video_tokens) + tokenizer.encode(tail)
+    prompt_length = len(ids)
+    mask = [include_prompt_in_loss] * prompt_length
+    if answer is not None:
+        target = tokenizer.encode(answer) + [tokenizer.token_to_id(tok_lib.IM_END)]
+        trailer = tokenizer.encode("\n")
+        ids += target + trailer
+        mask += [True] * len(target) + [False] * len(trailer)
+    input_ids = np.asarray(ids, np.int32)
+    loss_mask = np.asarray(mask, bool) & (input_ids != pad_id)
+    return EncodedChat(input_ids=input_ids, loss_mask=loss_mask, prompt_length=prompt_length)
