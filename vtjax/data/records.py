@@ -1,0 +1,211 @@
+"""Video-R1 / Video-Thinker records: loading, validation and video path resolution.
+
+A record (one JSON object) has `problem`, `problem_type`, `options`,
+`data_type`, `path`, `data_source`, `process`, `solution`. Files are a JSON
+list or JSONL. Each bad record becomes a `RecordProblem` naming the file,
+the line it starts on and the fix; the good ones load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+
+MULTIPLE_CHOICE = "multiple choice"
+DEFAULT_ROOT = "*"  # key of `video_roots` used for any data_source not listed
+_ANSWER_RE = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL)
+_OPTION_RE = re.compile(r"^\s*([A-Z])\s*[.:)]")
+_REQUIRED = ("problem", "problem_type", "data_type", "path", "solution")
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One validated question about one video."""
+
+    uid: str  # the record's "id" if it has one, else "basename:line"
+    problem: str
+    problem_type: str
+    options: tuple[str, ...]  # "A. ..." lines; empty for non-multiple-choice
+    video_path: str  # absolute path under the data source's root
+    data_source: str
+    process: str  # reasoning trace ("" when absent)
+    solution: str  # "<answer>X</answer>"
+    answer: str  # the text inside <answer>; an option letter for multiple choice
+    location: str  # "file:line", for messages
+
+    @property
+    def sft_target(self) -> str:
+        """SFT answer text: process, newline, solution (the paper's target)."""
+        return f"{self.process}\n{self.solution}" if self.process else self.solution
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordProblem:
+    """A record that was refused, and why."""
+
+    location: str  # "file:line"
+    reason: str
+    path: str = ""  # the record's video path, when it had one
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.reason}"
+
+
+def resolve_video_path(root: str, relative: str) -> str:
+    """`root/relative`, refusing absolute paths and `..` that leave `root`.
+
+    The check is on the normalised path (symlinks inside the root are allowed).
+    """
+    if not relative:
+        raise ValueError("path is empty")
+    if os.path.isabs(relative) or relative.startswith(("~", "\\")) or re.match(r"^[A-Za-z]:", relative):
+        raise ValueError(f"path {relative!r} is absolute; store it relative to the data source's video root")
+    root = os.path.abspath(root)
+    full = os.path.normpath(os.path.join(root, relative))
+    if os.path.commonpath([root, full]) != root:
+        raise ValueError(f"path {relative!r} escapes the video root {root}; remove the '..' parts")
+    return full
+
+
+def _iter_json_objects(path: str) -> Iterator[tuple[int, object]]:
+    """(line, value) for each element of a JSON list file or each line of a JSONL file."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        decoder = json.JSONDecoder()
+        pos = text.index("[") + 1
+        while True:
+            while pos < len(text) and text[pos] in " \t\r\n,":
+                pos += 1
+            if pos >= len(text):
+                raise ValueError(f"{path}: the JSON list is not closed with ']'")
+            if text[pos] == "]":
+                return
+            line = text.count("\n", 0, pos) + 1
+            try:
+                value, pos = decoder.raw_decode(text, pos)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{line}: invalid JSON ({e.msg}); fix the file") from e
+            yield line, value
+    else:
+        for line, raw in enumerate(text.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as e:
+                yield line, ValueError(f"invalid JSON ({e.msg})")
+                continue
+            yield line, value
+
+
+def _option_letters(options: Sequence[str]) -> tuple[str, ...]:
+    letters = []
+    for i, opt in enumerate(options):
+        m = _OPTION_RE.match(opt)
+        if not m:
+            raise ValueError(f"option {i} {opt[:40]!r} does not start with a letter like 'A.'")
+        letters.append(m.group(1))
+    return tuple(letters)
+
+
+def validate_record(
+    raw: object,
+    location: str,
+    video_roots: Mapping[str, str],
+    *,
+    require_process: bool = False,
+    default_uid: str | None = None,
+) -> Record:
+    """Checks one raw record and resolves its video path; raises ValueError with the fix."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
+    required = _REQUIRED + (("process",) if require_process else ())
+    for field in required:
+        if field not in raw:
+            raise ValueError(f"missing field {field!r}")
+        if not isinstance(raw[field], str):
+            raise ValueError(f"field {field!r} must be a string, got {type(raw[field]).__name__}")
+    if raw["data_type"] != "video":
+        raise ValueError(f"data_type {raw['data_type']!r} is not supported; vtjax's pipelines read videos")
+    source = raw.get("data_source", "")
+    root = video_roots.get(source, video_roots.get(DEFAULT_ROOT))
+    if root is None:
+        raise ValueError(
+            f"no video root for data_source {source!r}; add it (or {DEFAULT_ROOT!r}) to video_roots"
+        )
+    video_path = resolve_video_path(root, raw["path"])
+    m = _ANSWER_RE.search(raw["solution"])
+    if not m:
+        raise ValueError(f"solution {raw['solution'][:60]!r} has no <answer>...</answer>")
+    answer = m.group(1)
+    options = raw.get("options") or []
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        raise ValueError("field 'options' must be a list of strings")
+    if raw["problem_type"] == MULTIPLE_CHOICE:
+        if not options:
+            raise ValueError("multiple-choice record has no options")
+        letters = _option_letters(options)
+        if answer not in letters:
+            raise ValueError(f"answer {answer!r} is not among the option letters {''.join(letters)}")
+    uid = raw.get("id")
+    return Record(
+        uid=str(uid) if uid is not None else (default_uid or location),
+        problem=raw["problem"],
+        problem_type=raw["problem_type"],
+        options=tuple(options),
+        video_path=video_path,
+        data_source=source,
+        process=raw.get("process") or "",
+        solution=raw["solution"],
+        answer=answer,
+        location=location,
+    )
+
+
+def load_records(
+    paths: str | Sequence[str],
+    video_roots: str | Mapping[str, str],
+    *,
+    require_process: bool = False,
+) -> tuple[list[Record], list[RecordProblem]]:
+    """Loads and validates records from JSON-list / JSONL files.
+
+    Args:
+      paths: one file or several, read in order.
+      video_roots: a directory for every source, or {data_source: directory},
+        with "*" as the fallback for sources not listed.
+      require_process: refuse records without a `process` trace (SFT).
+
+    Returns:
+      (records, problems): the valid records in file order, and one
+      `RecordProblem` per refused record.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if isinstance(video_roots, (str, os.PathLike)):
+        video_roots = {DEFAULT_ROOT: os.fspath(video_roots)}
+    records, problems = [], []
+    for path in paths:
+        path = os.fspath(path)
+        name = os.path.basename(path)
+        for line, raw in _iter_json_objects(path):
+            location = f"{path}:{line}"
+            if isinstance(raw, Exception):
+                problems.append(RecordProblem(location, str(raw)))
+                continue
+            try:
+                records.append(
+                    validate_record(
+                        raw, location, video_roots,
+                        require_process=require_process, default_uid=f"{name}:{line}",
+                    )
+                )
+            except ValueError as e:
+                vpath = raw.get("path", "") if isinstance(raw, dict) else ""
+                problems.append(RecordProblem(location, str(e), str(vpath)))
+    return records, problems
