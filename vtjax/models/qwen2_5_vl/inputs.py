@@ -59,9 +59,6 @@ def prepare_inputs(
     batch, length = input_ids.shape
     attention_mask = (np.ones_like(input_ids) if attention_mask is None
                       else np.asarray(attention_mask).astype(np.int32))
-    position_ids, _ = get_rope_index(config, input_ids, attention_mask, image_grid_thw,
-                                     video_grid_thw, second_per_grid_ts)
-
     pad_length = bucket_size(length, MIN_TEXT_BUCKET) if pad_length is None else pad_length
     if pad_length < length:
         raise ValueError(f"pad_length={pad_length} is shorter than the sequence ({length})")
@@ -69,7 +66,6 @@ def prepare_inputs(
     pad_id = config.pad_token_id or 0
     ids = np.pad(input_ids, ((0, 0), (0, extra)), constant_values=pad_id).astype(np.int32)
     segments = np.pad(attention_mask, ((0, 0), (0, extra))).astype(np.int32)
-    positions = np.pad(position_ids, ((0, 0), (0, 0), (0, extra)), constant_values=1).astype(np.int32)
 
     items = [(pixel_values, image_grid_thw, "image"), (pixel_values_videos, video_grid_thw, "video")]
     rows, grids, merged_counts = [], [], {}
@@ -89,7 +85,10 @@ def prepare_inputs(
         merged_counts[kind] = expected // config.vision.merge_unit
 
     gather = _vision_gather(config, input_ids, attention_mask, merged_counts)
+    position_ids, _ = get_rope_index(config, input_ids, attention_mask, image_grid_thw,
+                                     video_grid_thw, second_per_grid_ts)
     gather = np.pad(gather, ((0, 0), (0, extra)), constant_values=-1)
+    positions = np.pad(position_ids, ((0, 0), (0, 0), (0, extra)), constant_values=1).astype(np.int32)
     vision = None
     if rows:
         vision = _vision_inputs(config, np.concatenate(rows), np.concatenate(grids), pad_patches)

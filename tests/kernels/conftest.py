@@ -1,0 +1,31 @@
+"""Shared helpers for the kernel tests: random inputs, segment layouts, error metrics."""
+
+import jax.numpy as jnp
+import numpy as np
+
+
+def relative_error(actual, expected) -> float:
+    """Norm-wise relative error ||a - e|| / ||e||, computed in float64 on the host."""
+    a = np.asarray(jnp.asarray(actual, jnp.float32), np.float64)
+    e = np.asarray(jnp.asarray(expected, jnp.float32), np.float64)
+    return float(np.linalg.norm(a - e) / max(np.linalg.norm(e), 1e-30))
+
+
+def random_qkv(seed, batch, length, q_heads, kv_heads, head_dim, dtype):
+    """Unit-normal q, k, v in ``dtype``."""
+    rng = np.random.default_rng(seed)
+    shapes = [(batch, length, q_heads, head_dim), (batch, length, kv_heads, head_dim),
+              (batch, length, kv_heads, head_dim)]
+    return tuple(jnp.asarray(rng.standard_normal(s), dtype) for s in shapes)
+
+
+def segments_from_lengths(lengths, total, pad_left=0):
+    """[total] int32: ``pad_left`` zeros, then runs of ids 1, 2, ... of the given lengths, then zeros."""
+    ids = np.zeros(total, np.int32)
+    pos = pad_left
+    for index, run in enumerate(lengths, start=1):
+        ids[pos:pos + run] = index
+        pos += run
+    assert pos <= total, (lengths, total)
+    return ids
+
