@@ -1,0 +1,67 @@
+"""Buckets and collation: static shapes, padding, labels."""
+
+import numpy as np
+import pytest
+
+from vtjax.data import batching, vision
+
+
+@pytest.mark.parametrize(
+    "n,expected", [(1, 64), (64, 64), (65, 96), (96, 96), (97, 128), (129, 192), (193, 256), (1000, 1024), (1025, 1536)]
+)
+def test_bucket_length_default_series(n, expected):
+    assert batching.bucket_length(n) == expected
+
+
+def test_bucket_length_waste_is_bounded_and_explicit_buckets():
+    for n in range(64, 5000):
+        b = batching.bucket_length(n)
+        assert n <= b < n * 1.5 + 1
+    assert batching.bucket_length(300, [256, 512, 1024]) == 512
+    with pytest.raises(ValueError, match="largest bucket 1024"):
+        batching.bucket_length(2000, [256, 512, 1024])
+
+
+def _example(length, grid, seed, with_mask=True):
+    rng = np.random.default_rng(seed)
+    t, h, w = grid
+    ex = {
+        "input_ids": rng.integers(1, 50, length).astype(np.int32),
+        "patches": rng.integers(0, 256, (t * h * w, vision.ROW_SIZE), dtype=np.uint8),
+        "grid_thw": np.array(grid, np.int64),
+        "second_per_grid_t": 1.25,
+        "record_id": f"r{seed}",
+    }
+    if with_mask:
+        ex["loss_mask"] = np.arange(length) >= length - 3
+    return ex
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_collate_shapes_padding_and_labels(side):
+    exs = [_example(70, (1, 4, 6), 0), _example(40, (2, 2, 2), 1)]
+    b = batching.collate(exs, pad_id=0, padding_side=side, with_labels=True)
+    assert b["input_ids"].shape == (2, 96) and b["input_ids"].dtype == np.int32
+    assert b["pixel_values_videos"].shape == (256, 1176)  # 24 + 8 rows -> bucket 256
+    np.testing.assert_array_equal(b["video_grid_thw"], [[1, 4, 6], [2, 2, 2]])
+    np.testing.assert_array_equal(b["second_per_grid_ts"], [1.25, 1.25])
+    assert b["attention_mask"].sum(1).tolist() == [70, 40]
+    row = b["input_ids"][1]
+    real = row[:40] if side == "right" else row[-40:]
+    np.testing.assert_array_equal(real, exs[1]["input_ids"])
+    assert (b["input_ids"][b["attention_mask"] == 0] == 0).all()
+    # Labels: the ids where the loss mask is set, -100 elsewhere (padding included).
+    assert (b["labels"] != batching.IGNORE_INDEX).sum() == 6
+    np.testing.assert_array_equal(b["labels"][b["loss_mask"]], b["input_ids"][b["loss_mask"]])
+    # Pixels: each example's rows normalised, in order, then zero rows.
+    np.testing.assert_array_equal(b["pixel_values_videos"][:24], vision.normalize_rows(exs[0]["patches"]))
+    np.testing.assert_array_equal(b["pixel_values_videos"][24:32], vision.normalize_rows(exs[1]["patches"]))
+    assert not b["pixel_values_videos"][32:].any()
+    assert b["record_id"] == ["r0", "r1"]
+
+
+def test_collate_explicit_buckets_and_no_labels():
+    exs = [_example(10, (1, 2, 2), 0, with_mask=False)]
+    b = batching.collate(exs, pad_id=7, length_buckets=[16, 32], patch_buckets=[8], with_labels=False)
+    assert b["input_ids"].shape == (1, 16) and b["pixel_values_videos"].shape == (8, 1176)
+    assert "labels" not in b and (b["input_ids"][0, 10:] == 7).all()

@@ -1,0 +1,190 @@
+"""grain pipelines: bad inputs skipped and counted, exact resume, sharding, the three modes."""
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from vtjax.data import chat, examples, pipeline, records
+from vtjax.data import tokenizer as tok_lib
+
+from .conftest import write_video
+
+VIDEO = examples.VideoOptions(nframes=4, min_pixels=28 * 28, max_pixels=56 * 84, backend="pyav")
+NUM_GOOD = 10
+BAD_VIDEOS = ["missing.mp4", "empty.mp4", "truncated.mp4", "garbage.mp4", "two_frames.mp4"]
+
+
+def _record(i, path, **overrides):
+    r = {
+        "problem": f"What happens in clip {i}?",
+        "problem_type": "multiple choice",
+        "options": ["A. a bar moves", "B. nothing"],
+        "data_type": "video",
+        "path": path,
+        "data_source": "synthetic",
+        "process": f"<think>clip {i}</think>",
+        "solution": "<answer>A</answer>",
+    }
+    r.update(overrides)
+    return r
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dataset")
+    for i in range(NUM_GOOD):
+        write_video(root / f"good{i}.mp4", frames=8 + 2 * i, fps=8, width=56 + 28 * (i % 2), height=56)
+    data = open(root / "good0.mp4", "rb").read()
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (root / "garbage.mp4").write_bytes(os.urandom(3000))
+    write_video(root / "two_frames.mp4", frames=2, fps=8)
+    good = [_record(i, f"good{i}.mp4", id=f"g{i}") for i in range(NUM_GOOD)]
+    bad_videos = [_record(100 + j, name, id=f"bad_{name}") for j, name in enumerate(BAD_VIDEOS)]
+    bad_records = [
+        _record(200, "good0.mp4", solution="<answer>D</answer>"),  # letter not among options
+        {k: v for k, v in _record(201, "good0.mp4").items() if k != "problem"},  # missing field
+        _record(202, "../outside.mp4"),  # escapes the root
+    ]
+    rows = good[:5] + bad_videos[:3] + bad_records + good[5:] + bad_videos[3:]
+    path = root / "train.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return {"root": str(root), "file": str(path)}
+
+
+@pytest.fixture(scope="module")
+def tok(tokenizer_json):
+    return tok_lib.load_tokenizer(tokenizer_json)
+
+
+PROMPTS = chat.Prompts(system="You are a helpful assistant.", question_template="{question}\nAnswer with one letter.")
+
+
+def _load(dataset):
+    return records.load_records(dataset["file"], dataset["root"])
+
+
+def _sft(recs, tok, **cfg):
+    config = pipeline.PipelineConfig(**{"batch_size": 2, "max_bad_fraction": 0.5, **cfg})
+    return pipeline.sft_pipeline(recs, tok, PROMPTS, config, video=VIDEO, process_index=0, process_count=1)
+
+
+def _ids(batches):
+    return [rid for b in batches for rid, ok in zip(b["record_id"], b["example_mask"]) if ok]
+
+
+def test_sft_over_mixed_good_and_bad_inputs(dataset, tok, caplog):
+    recs, problems = _load(dataset)
+    assert len(problems) == 3  # letter, missing field, escaping path
+    pipeline.check_record_problems(problems, len(recs) + len(problems), max_bad_fraction=0.5)
+    with caplog.at_level(logging.WARNING, logger="vtjax.data.pipeline"):
+        it = iter(_sft(recs, tok, shuffle=False))
+        batches = list(it)
+    assert sorted(_ids(batches)) == sorted(f"g{i}" for i in range(NUM_GOOD))
+    assert it.stats["seen"] == NUM_GOOD + len(BAD_VIDEOS) and it.stats["skipped"] == len(BAD_VIDEOS)
+    for name in BAD_VIDEOS:  # each skipped video is logged with its path
+        assert os.path.join(dataset["root"], name) in caplog.text
+    b = batches[0]
+    assert b["input_ids"].shape == b["labels"].shape == b["loss_mask"].shape
+    assert b["input_ids"].shape[1] in (64, 96, 128, 192, 256)
+    answer = tok.decode(b["input_ids"][0][b["loss_mask"][0]])
+    assert answer == "<think>clip 0</think>\n<answer>A</answer><|im_end|>"
+    rows = int(np.prod(b["video_grid_thw"], axis=1).sum())
+    assert (b["input_ids"] == tok.token_to_id(tok_lib.VIDEO_PAD)).sum() == rows // 4
+    assert b["pixel_values_videos"].shape[0] >= rows and not b["pixel_values_videos"][rows:].any()
+
+
+def test_too_many_bad_inputs_stop_the_run_with_a_summary(dataset, tok):
+    recs, problems = _load(dataset)
+    with pytest.raises(pipeline.BadDataError, match="record validation: 3 of 18") as info:
+        pipeline.check_record_problems(problems, len(recs) + len(problems), max_bad_fraction=0.1)
+    assert "escapes the video root" in str(info.value) and "train.jsonl:" in str(info.value)
+    it = iter(_sft(recs, tok, shuffle=False, max_bad_fraction=0.1, min_examples_for_budget=1))
+    with pytest.raises(pipeline.BadDataError, match="more than max_bad_fraction=0.1") as info:
+        list(it)
+    assert "missing.mp4" in str(info.value) and "file not found" in str(info.value)
+
+
+def _run(ds, n=None):
+    it = iter(ds)
+    out = []
+    for b in it:
+        out.append(b)
+        if n is not None and len(out) == n:
+            break
+    return it, out
+
+
+def _assert_same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            if isinstance(x[k], np.ndarray):
+                np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+            else:
+                assert x[k] == y[k], k
+
+
+def test_resume_yields_exactly_the_next_batches(dataset, tok):
+    recs, _ = _load(dataset)
+    kwargs = dict(seed=3, num_epochs=2)
+    _, full = _run(_sft(recs, tok, **kwargs))
+    assert len(full) == 10  # 2 epochs x 15 valid records, 5 unreadable videos each: 20 good -> 10 batches
+    it, head = _run(_sft(recs, tok, **kwargs), 6)
+    state = json.loads(json.dumps(it.get_state()))  # checkpoints store it as JSON
+    resumed = iter(_sft(recs, tok, **kwargs))
+    resumed.set_state(state)
+    _assert_same(head + list(resumed), full)
+    assert resumed.stats["seen"] == 30
+
+
+def test_resume_with_worker_processes(dataset, tok):
+    recs, _ = _load(dataset)
+    _, inline = _run(_sft(recs, tok, seed=1))
+    it, head = _run(_sft(recs, tok, seed=1, worker_count=2), 2)
+    state = it.get_state()
+    it.close()
+    resumed = iter(_sft(recs, tok, seed=1, worker_count=2))
+    resumed.set_state(state)
+    rest = list(resumed)
+    resumed.close()
+    # Decoding in two worker processes, interrupted and resumed, gives the batches of an
+    # uninterrupted single-process run: batches never depend on the number of workers.
+    _assert_same(head + rest, inline)
+
+
+def test_shuffle_is_seeded_and_processes_get_disjoint_shares(dataset, tok):
+    recs, _ = _load(dataset)
+    good = sorted(r.uid for r in recs if r.uid.startswith("g"))
+    order = lambda seed: _ids(_run(_sft(recs, tok, seed=seed))[1])  # noqa: E731
+    assert order(5) == order(5) and order(5) != order(6) and sorted(order(5)) == good
+    config = pipeline.PipelineConfig(batch_size=1, seed=5, max_bad_fraction=0.5)
+    shares = [
+        _ids(_run(pipeline.sft_pipeline(recs, tok, PROMPTS, config, video=VIDEO, process_index=p, process_count=2))[1])
+        for p in range(2)
+    ]
+    assert not set(shares[0]) & set(shares[1]) and sorted(shares[0] + shares[1]) == good
+
+
+def test_grpo_batches_carry_prompts_and_ground_truth(dataset, tok):
+    recs, _ = _load(dataset)
+    config = pipeline.PipelineConfig(batch_size=3, max_bad_fraction=0.5, padding_side="left")
+    b = next(iter(pipeline.grpo_pipeline(recs, tok, PROMPTS, config, video=VIDEO, process_index=0, process_count=1)))
+    assert "labels" not in b and b["answer"] == ["A"] * 3 and b["solution"] == ["<answer>A</answer>"] * 3
+    assert b["problem_type"] == ["multiple choice"] * 3
+    tail = tok.encode("<|im_start|>assistant\n")
+    for row in b["input_ids"]:  # left padding: every prompt ends at the last position
+        assert row[-len(tail) :].tolist() == tail
+
+
+def test_eval_keeps_file_order_and_pads_the_last_batch(dataset, tok):
+    recs, _ = _load(dataset)
+    config = pipeline.PipelineConfig(batch_size=4, max_bad_fraction=0.5)
+    batches = list(pipeline.eval_pipeline(recs, tok, PROMPTS, config, video=VIDEO, process_index=0, process_count=1))
+    assert _ids(batches) == [f"g{i}" for i in range(NUM_GOOD)]
+    assert [b["example_mask"].tolist() for b in batches][-1] == [True, True, False, False]
+    assert all(b["input_ids"].shape[0] == 4 for b in batches)

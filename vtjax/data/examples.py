@@ -1,0 +1,98 @@
+"""Record -> model-ready example, the work done in grain worker processes.
+
+`ExampleBuilder` decodes and resizes the video, lays out its patches (uint8,
+normalised later in the batch so less crosses the process boundary), and
+encodes the chat with `<|video_pad|>` expanded. A video that cannot be used
+or a conversation longer than `max_length` yields a `Skipped` instead, which
+the batching stage counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from vtjax.data import chat, sampling, video, vision
+from vtjax.data import tokenizer as tok_lib
+from vtjax.data.records import Record
+
+MODES = ("sft", "grpo", "eval")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoOptions:
+    """How each video is sampled and sized (Video-Thinker: 16 frames at <= 128*28*28 pixels)."""
+
+    nframes: int | None = 16  # exact frame count; None samples at `fps`
+    fps: float = sampling.FPS  # frames per second when nframes is None
+    min_frames: int = sampling.FPS_MIN_FRAMES  # fps mode lower bound
+    max_frames: int = sampling.FPS_MAX_FRAMES  # fps mode upper bound
+    min_pixels: int = sampling.VIDEO_MIN_PIXELS  # per-frame pixel floor
+    max_pixels: int | None = 128 * 28 * 28  # per-frame pixel ceiling
+    total_pixels: int = sampling.VIDEO_TOTAL_PIXELS  # whole-video budget
+    backend: str | None = None  # "decord" | "pyav"; None: decord when installed
+    threads: int = 1  # decoder threads per worker
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """An example dropped in a worker: which record, which file, why."""
+
+    record_id: str
+    path: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleBuilder:
+    """Picklable map function: Record -> example dict, or Skipped."""
+
+    tokenizer: tok_lib.Tokenizer
+    prompts: chat.Prompts
+    mode: str  # "sft" (prompt + target, loss mask), "grpo" / "eval" (prompt only)
+    video: VideoOptions = VideoOptions()
+    max_length: int = 8192  # longer conversations are skipped, never truncated
+    include_prompt_in_loss: bool = False  # SFT: also train on prompt text tokens
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode={self.mode!r} is not one of {MODES}.")
+
+    def __call__(self, record: Record) -> dict | Skipped:
+        v = self.video
+        try:
+            frames, fps = video.load_video(
+                record.video_path, nframes=v.nframes, fps=v.fps, min_frames=v.min_frames,
+                max_frames=v.max_frames, min_pixels=v.min_pixels, max_pixels=v.max_pixels,
+                total_pixels=v.total_pixels, backend=v.backend, threads=v.threads,
+            )
+        except video.VideoError as e:
+            return Skipped(record.uid, record.video_path, e.reason)
+        patches, grid = vision.patchify_video_raw(frames)  # uint8 [N, 1176], [3]
+        user_text = chat.format_question(record.problem, record.options, self.prompts.question_template)
+        encoded = chat.encode_chat(
+            self.tokenizer,
+            system=self.prompts.system,
+            user_text=user_text,
+            video_tokens=vision.num_vision_tokens(grid),
+            answer=record.sft_target if self.mode == "sft" else None,
+            include_prompt_in_loss=self.include_prompt_in_loss,
+        )
+        n = encoded.input_ids.shape[0]
+        if n > self.max_length:
+            return Skipped(
+                record.uid, record.video_path,
+                f"{n} tokens > max_length {self.max_length}; raise max_length or use fewer pixels",
+            )
+        example = {
+            "input_ids": encoded.input_ids,  # int32 [L]
+            "patches": patches,  # uint8 [N, 1176]
+            "grid_thw": grid,  # int64 [3]
+            "second_per_grid_t": vision.second_per_grid_t(fps),
+            "record_id": record.uid,
+            "solution": record.solution,
+            "problem_type": record.problem_type,
+            "answer": record.answer,
+        }
+        if self.mode == "sft":
+            example["loss_mask"] = encoded.loss_mask  # bool [L]
+        return example

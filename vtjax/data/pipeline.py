@@ -1,0 +1,262 @@
+"""grain pipelines for SFT, GRPO and evaluation.
+
+  records -> shuffle(seed), per epoch -> repeat(num_epochs) -> this process's
+  share (every process_count-th example) -> ExampleBuilder in worker
+  processes -> [main process] count and drop Skipped, batch, pad to buckets
+
+Batching runs in the main process, after the workers, so the skipped-input
+budget is counted in one place and a batch's contents do not depend on the
+number of workers. The iterator's state (grain's, plus our counters) is a
+JSON-friendly dict: `set_state` on a fresh pipeline continues with exactly the
+batch that would have come next.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+
+import grain
+from absl import flags
+import numpy as np
+
+from vtjax.data import batching, chat, examples
+from vtjax.data import tokenizer as tok_lib
+from vtjax.data.records import Record, RecordProblem
+
+log = logging.getLogger(__name__)
+
+
+class BadDataError(RuntimeError):
+    """Too much of the data could not be used; the message lists what and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Batching, order and failure budget of one pipeline."""
+
+    batch_size: int  # examples per batch on this process
+    seed: int = 0  # shuffle seed (each epoch reshuffles)
+    shuffle: bool = True  # False keeps file order (eval)
+    num_epochs: int | None = 1  # None repeats forever
+    worker_count: int = 0  # decoding processes; 0 decodes in the main process
+    worker_buffer_size: int = 2  # examples each worker prepares ahead
+    length_buckets: tuple[int, ...] | None = None  # text lengths; None: 2^k and 3*2^(k-1)
+    patch_buckets: tuple[int, ...] | None = None  # vision rows per batch; None: same series
+    padding_side: str = "right"  # "left" puts every prompt's end at the same position
+    drop_remainder: bool = True  # False pads the last batch with copies marked invalid
+    max_bad_fraction: float = 0.05  # stop when more than this share of examples is unusable
+    min_examples_for_budget: int = 100  # the share is taken over at least this many
+
+
+def _summary(problems: Sequence, total: int, limit: int = 20) -> str:
+    lines = [f"{len(problems)} of {total} examples unusable:"]
+    lines += [f"  {p}" for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more")
+    return "\n".join(lines)
+
+
+class _BatchIterator(grain.DatasetIterator):
+    """Drops and counts Skipped examples, enforces the budget, collates batches."""
+
+    def __init__(self, parent, ds: _BatchDataset):
+        super().__init__(parent)
+        self._ds = ds
+        self._seen = 0  # examples pulled from the parent
+        self._skipped: list[str] = []  # "record_id (path): reason", most recent last
+        self._num_skipped = 0
+        self._done = False
+
+    @property
+    def stats(self) -> dict:
+        """Examples seen and skipped so far on this process, with the latest reasons."""
+        return {"seen": self._seen, "skipped": self._num_skipped, "recent_skips": list(self._skipped)}
+
+    def _account(self, skipped: examples.Skipped):
+        self._num_skipped += 1
+        message = f"{skipped.record_id} ({skipped.path}): {skipped.reason}"
+        self._skipped = (self._skipped + [message])[-20:]
+        log.warning("skipping example %s", message)
+        denominator = max(self._seen, self._ds.budget_size, self._ds.config.min_examples_for_budget)
+        if self._num_skipped > self._ds.config.max_bad_fraction * denominator:
+            raise BadDataError(
+                f"{self._num_skipped} of {self._seen} examples seen could not be used, more than "
+                f"max_bad_fraction={self._ds.config.max_bad_fraction}; most recent:\n  "
+                + "\n  ".join(self._skipped)
+            )
+
+    def __next__(self) -> dict:
+        cfg = self._ds.config
+        batch = []
+        while len(batch) < cfg.batch_size and not self._done:
+            try:
+                item = next(self._parent)
+            except StopIteration:
+                self._done = True
+                break
+            self._seen += 1
+            if isinstance(item, examples.Skipped):
+                self._account(item)
+            else:
+                batch.append(item)
+        if not batch or (len(batch) < cfg.batch_size and cfg.drop_remainder):
+            raise StopIteration
+        valid = [True] * len(batch) + [False] * (cfg.batch_size - len(batch))
+        batch += [batch[-1]] * (cfg.batch_size - len(batch))
+        out = batching.collate(
+            batch, pad_id=self._ds.pad_id, length_buckets=cfg.length_buckets,
+            patch_buckets=cfg.patch_buckets, padding_side=cfg.padding_side,
+            with_labels=self._ds.with_labels,
+        )
+        out["example_mask"] = np.asarray(valid, bool)  # [B]; False on padding copies
+        return out
+
+    def get_state(self) -> dict:
+        return {
+            "parent": self._parent.get_state(),
+            "seen": self._seen,
+            "num_skipped": self._num_skipped,
+            "recent_skips": list(self._skipped),
+            "done": self._done,
+        }
+
+    def set_state(self, state: dict):
+        self._parent.set_state(state["parent"])
+        self._seen = int(state["seen"])
+        self._num_skipped = int(state["num_skipped"])
+        self._skipped = list(state["recent_skips"])
+        self._done = bool(state["done"])
+
+
+class _BatchDataset(grain.IterDataset):
+    def __init__(self, parent, config: PipelineConfig, pad_id: int, with_labels: bool, budget_size: int):
+        super().__init__(parent)
+        self.config = config
+        self.pad_id = pad_id
+        self.with_labels = with_labels
+        self.budget_size = budget_size  # examples per epoch on this process
+
+    def __iter__(self) -> _BatchIterator:
+        return _BatchIterator(self._parent.__iter__(), self)
+
+
+def _process_share(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    if process_index is None or process_count is None:
+        import jax  # pylint: disable=import-outside-toplevel
+
+        process_index, process_count = jax.process_index(), jax.process_count()
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"{process_index=} must be in [0, {process_count=}).")
+    return process_index, process_count
+
+
+def check_record_problems(problems: Sequence[RecordProblem], total: int, max_bad_fraction: float):
+    """Logs refused records; raises BadDataError when they exceed the budget."""
+    for p in problems:
+        log.warning("skipping record %s", p)
+    if total and len(problems) > max_bad_fraction * total:
+        raise BadDataError(
+            f"record validation: {_summary(problems, total)}\n"
+            f"(max_bad_fraction={max_bad_fraction}; fix the records or raise the budget)"
+        )
+
+
+def make_pipeline(
+    records: Sequence[Record],
+    builder: examples.ExampleBuilder,
+    config: PipelineConfig,
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.IterDataset:
+    """The pipeline for `builder.mode`; iterate it with `iter(...)`.
+
+    Args:
+      records: validated records (the same list, in the same order, on every process).
+      builder: per-example work (video options, prompts, tokenizer, mode).
+      config: batching, order, workers and failure budget.
+      process_index, process_count: this host's share; default from jax.
+
+    Returns:
+      An IterDataset whose iterator yields batches (see `batching.collate`,
+      plus `example_mask` bool [B]) and has get_state / set_state / stats.
+    """
+    if not records:
+        raise ValueError("no records to iterate; check the record files and their validation report.")
+    index, count = _process_share(process_index, process_count)
+    ds = grain.MapDataset.source(list(records))
+    if config.shuffle:
+        ds = ds.shuffle(seed=config.seed)
+    ds = ds.repeat(config.num_epochs)
+    ds = ds[index::count]
+    ds = ds.map(builder)
+    it = ds.to_iter_dataset()
+    if config.worker_count > 0:
+        if not flags.FLAGS.is_parsed():
+            # grain's worker start-up reads its absl flags; outside an absl app (tests,
+            # notebooks) nothing parsed them, so their defaults apply.
+            flags.FLAGS.mark_as_parsed()
+        it = it.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=config.worker_count, per_worker_buffer_size=config.worker_buffer_size
+            )
+        )
+    per_process = -(-len(records) // count)
+    return _BatchDataset(
+        it, config, builder.tokenizer.pad_id, with_labels=builder.mode == "sft", budget_size=per_process
+    )
+
+
+def sft_pipeline(
+    records: Sequence[Record],
+    tokenizer: tok_lib.Tokenizer,
+    prompts: chat.Prompts,
+    config: PipelineConfig,
+    *,
+    video: examples.VideoOptions = examples.VideoOptions(),
+    max_length: int = 8192,
+    include_prompt_in_loss: bool = False,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.IterDataset:
+    """SFT batches: prompt + `process\\nsolution`, with labels / loss_mask on the answer."""
+    builder = examples.ExampleBuilder(
+        tokenizer, prompts, "sft", video, max_length=max_length,
+        include_prompt_in_loss=include_prompt_in_loss,
+    )
+    return make_pipeline(records, builder, config, process_index=process_index, process_count=process_count)
+
+
+def grpo_pipeline(
+    records: Sequence[Record],
+    tokenizer: tok_lib.Tokenizer,
+    prompts: chat.Prompts,
+    config: PipelineConfig,
+    *,
+    video: examples.VideoOptions = examples.VideoOptions(),
+    max_length: int = 16384,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.IterDataset:
+    """GRPO batches: prompts, plus `solution`, `answer`, `problem_type` for the rewards."""
+    builder = examples.ExampleBuilder(tokenizer, prompts, "grpo", video, max_length=max_length)
+    return make_pipeline(records, builder, config, process_index=process_index, process_count=process_count)
+
+
+def eval_pipeline(
+    records: Sequence[Record],
+    tokenizer: tok_lib.Tokenizer,
+    prompts: chat.Prompts,
+    config: PipelineConfig,
+    *,
+    video: examples.VideoOptions = examples.VideoOptions(),
+    max_length: int = 16384,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.IterDataset:
+    """Eval batches: prompts and `record_id`s, one pass in file order, last batch padded."""
+    config = dataclasses.replace(config, shuffle=False, num_epochs=1, drop_remainder=False)
+    builder = examples.ExampleBuilder(tokenizer, prompts, "eval", video, max_length=max_length)
+    return make_pipeline(records, builder, config, process_index=process_index, process_count=process_count)
