@@ -20,9 +20,15 @@ CORPUS = [
 ]
 
 
-def write_video(path, *, frames=24, fps=12, width=96, height=64, gop=None, bframes=None, codec="libx264"):
-    """Writes an mp4 whose frames differ (moving bar, changing colour); returns the path."""
-    container = av.open(os.fspath(path), "w")
+def write_video(
+    path, *, frames=24, fps=12, width=96, height=64, gop=None, bframes=None, codec="libx264", faststart=False
+):
+    """Writes an mp4 whose frames differ (moving bar, changing colour); returns the path.
+
+    faststart puts the index (moov) before the frames, so a truncated copy still opens.
+    """
+    options = {"movflags": "faststart"} if faststart else {}
+    container = av.open(os.fspath(path), "w", options=options)
     stream = container.add_stream(codec, rate=fps)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     if gop is not None:

@@ -15,13 +15,20 @@ ENCODINGS = {
     "long_gop": dict(frames=150, fps=25, gop=250),
     "mpeg4": dict(frames=40, fps=20, gop=8, codec="mpeg4"),
     "odd_size": dict(frames=30, fps=15, width=100, height=58),
+    "mkv": dict(frames=40, fps=25, gop=10, ext=".mkv"),  # no frame count in the header
+    "webm_vp9": dict(frames=20, fps=10, codec="libvpx-vp9", ext=".webm"),
 }
+
+
+def _make(video_factory, name):
+    spec = dict(ENCODINGS[name])
+    return video_factory(name + spec.pop("ext", ".mp4"), **spec)
 
 
 @pytest.mark.parametrize("name", sorted(ENCODINGS))
 @pytest.mark.parametrize("nframes", [4, 16, None])
 def test_backends_return_identical_frames(video_factory, name, nframes):
-    path = video_factory(f"{name}.mp4", **ENCODINGS[name])
+    path = _make(video_factory, name)
     a, ia, fa = video.read_frames(path, nframes=nframes, backend="decord")
     b, ib, fb = video.read_frames(path, nframes=nframes, backend="pyav")
     np.testing.assert_array_equal(ia, ib)
@@ -90,11 +97,14 @@ def bad_files(video_factory, tmp_path_factory):
     data = open(good, "rb").read()
     (root / "empty.mp4").write_bytes(b"")
     (root / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    indexed = open(video_factory("faststart.mp4", frames=120, fps=30, faststart=True), "rb").read()
+    (root / "truncated_indexed.mp4").write_bytes(indexed[: len(indexed) // 2])  # index intact, frames cut
     (root / "garbage.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
     return {
         "missing": os.fspath(root / "missing.mp4"),
         "empty": os.fspath(root / "empty.mp4"),
         "truncated": os.fspath(root / "truncated.mp4"),
+        "truncated_indexed": os.fspath(root / "truncated_indexed.mp4"),
         "garbage": os.fspath(root / "garbage.mp4"),
         "too_short": good,  # 24 frames, 32 requested
     }
@@ -107,6 +117,7 @@ def bad_files(video_factory, tmp_path_factory):
         ("missing", "file not found"),
         ("empty", "empty"),
         ("truncated", "could not decode"),
+        ("truncated_indexed", "could not decode"),
         ("garbage", "could not decode"),
         ("too_short", "too few frames"),
     ],
