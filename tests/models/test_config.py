@@ -105,3 +105,19 @@ def test_runtime_fields_validated():
         Qwen25VLConfig.tiny(text=dataclasses.replace(Qwen25VLConfig.tiny().text, attention_impl="flash"))
     with pytest.raises(ConfigError, match="preset"):
         Qwen25VLConfig.preset("13b")
+
+
+def test_every_parameter_has_logical_axes():
+    import jax
+
+    from vtjax.models.qwen2_5_vl import param_logical_axes
+
+    config = Qwen25VLConfig.tiny()
+    specs = param_logical_axes(config)
+    shapes = abstract_params(config)
+    flat_specs = jax.tree_util.tree_leaves(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    flat_shapes = jax.tree_util.tree_leaves(shapes)
+    assert len(flat_specs) == len(flat_shapes)
+    for spec, shape in zip(flat_specs, flat_shapes):
+        assert isinstance(spec, jax.sharding.PartitionSpec) and len(spec) == len(shape.shape)
+    assert specs["layers"]["q_proj"]["kernel"] == jax.sharding.PartitionSpec("layers", "embed", "heads", "head_dim")
