@@ -65,3 +65,13 @@ def test_collate_explicit_buckets_and_no_labels():
     b = batching.collate(exs, pad_id=7, length_buckets=[16, 32], patch_buckets=[8], with_labels=False)
     assert b["input_ids"].shape == (1, 16) and b["pixel_values_videos"].shape == (8, 1176)
     assert "labels" not in b and (b["input_ids"][0, 10:] == 7).all()
+
+
+def test_model_inputs_strips_padding_rows():
+    exs = [_example(70, (1, 4, 6), 0), _example(40, (2, 2, 2), 1)]
+    b = batching.collate(exs, pad_id=0, with_labels=True)
+    hf, pads = batching.model_inputs(b)
+    assert set(hf) == set(batching.HF_KEYS)
+    assert hf["pixel_values_videos"].shape == (32, 1176)
+    np.testing.assert_array_equal(hf["pixel_values_videos"], b["pixel_values_videos"][:32])
+    assert pads == {"pad_length": 96, "pad_patches": 256}

@@ -93,3 +93,23 @@ def collate(
         if key in examples[0]:
             batch[key] = [e[key] for e in examples]
     return batch
+
+
+HF_KEYS = ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+
+
+def model_inputs(batch: dict) -> tuple[dict, dict]:
+    """Splits a batch into HF-processor kwargs (real vision rows only) and its padded sizes.
+
+    Returns:
+      (hf, pads): `hf` has input_ids, attention_mask, pixel_values_videos
+      [sum(prod(video_grid_thw)), 1176], video_grid_thw, second_per_grid_ts,
+      as the HF processor returns them; `pads` = {"pad_length": Lb,
+      "pad_patches": Pb}, the bucket sizes to pad back to (the model's
+      `prepare_inputs` takes both).
+    """
+    rows = int(np.prod(batch["video_grid_thw"], axis=1).sum())
+    hf = {k: batch[k] for k in HF_KEYS}
+    hf["pixel_values_videos"] = batch["pixel_values_videos"][:rows]
+    pads = {"pad_length": batch["input_ids"].shape[1], "pad_patches": batch["pixel_values_videos"].shape[0]}
+    return hf, pads
