@@ -117,6 +117,20 @@ def hf_to_ours(link: ParamLink, tensor: np.ndarray, shape: tuple[int, ...]) -> n
     return np.reshape(out, shape)
 
 
+def hf_shape(link: ParamLink, shape: tuple[int, ...], config: Qwen25VLConfig) -> tuple[int, ...]:
+    """The HF tensor shape that maps onto a vtjax array of ``shape`` (one layer's slice)."""
+    if link.layout == "copy":
+        return (int(np.prod(shape)),) if link.hf_name.endswith(".bias") else tuple(shape)
+    if link.layout == "linear":
+        return (int(np.prod(shape[1:])), shape[0])
+    if link.layout == "linear2":
+        return (shape[-1], shape[0] * shape[1])
+    if link.layout == "conv":
+        v = config.vision
+        return (v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size)
+    raise ValueError(f"unknown layout {link.layout!r}")
+
+
 def ours_to_hf(link: ParamLink, array: np.ndarray, config: Qwen25VLConfig) -> np.ndarray:
     """One vtjax array (one layer's slice when stacked) -> the HF tensor."""
     if link.layout == "copy":

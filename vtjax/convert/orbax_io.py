@@ -1,0 +1,82 @@
+"""The vtjax params checkpoint: an Orbax tree of params plus the HF config and side files.
+
+Layout of a converted checkpoint directory (what ``init_from`` points at)::
+
+    DIR/params/        Orbax (StandardCheckpointer) tree of the params
+    DIR/config.json    the Hub config.json of the model
+    DIR/vtjax.json     {"format": "vtjax-params", "version": 1, "scan_layers": ..., "param_dtype": ...}
+    DIR/tokenizer.json, generation_config.json, ...   copied from the source when present
+
+``restore_params`` can place every array directly into a target sharding, so
+no host ever holds the whole model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh
+
+from vtjax.convert.safetensors_io import CheckpointError
+from vtjax.models.qwen2_5_vl import Qwen25VLConfig, abstract_params, param_logical_axes
+from vtjax.train.sharding import LOGICAL_RULES, shardings_for
+
+FORMAT = "vtjax-params"
+VERSION = 1
+
+
+def write_params_checkpoint(directory: Path, config: Qwen25VLConfig, params) -> None:
+    """Writes params, config.json and vtjax.json into ``directory`` (which must exist)."""
+    directory = Path(directory).absolute()
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(directory / "params", params)
+    checkpointer.wait_until_finished()
+    (directory / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2))
+    meta = {"format": FORMAT, "version": VERSION, "scan_layers": config.scan_layers,
+            "param_dtype": config.param_dtype}
+    (directory / "vtjax.json").write_text(json.dumps(meta, indent=2))
+
+
+def read_checkpoint_config(ckpt_dir: str | os.PathLike, **runtime) -> Qwen25VLConfig:
+    """The model config stored with a params checkpoint (runtime fields from vtjax.json unless given)."""
+    ckpt_dir = Path(ckpt_dir)
+    meta_path, config_path = ckpt_dir / "vtjax.json", ckpt_dir / "config.json"
+    if not meta_path.is_file() or not config_path.is_file() or not (ckpt_dir / "params").is_dir():
+        raise CheckpointError(f"{ckpt_dir} is not a vtjax params checkpoint (expected params/, config.json "
+                              "and vtjax.json; create one with `python -m vtjax.convert hf-to-orbax`)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    runtime.setdefault("scan_layers", meta["scan_layers"])
+    runtime.setdefault("param_dtype", meta["param_dtype"])
+    return Qwen25VLConfig.from_json_file(config_path, **runtime)
+
+
+def restore_params(ckpt_dir: str | os.PathLike, *, mesh: Mesh | None = None, rules=LOGICAL_RULES,
+                   config: Qwen25VLConfig | None = None):
+    """Restores the params of a checkpoint written by ``write_params_checkpoint``.
+
+    With ``mesh``, every array is restored straight into its ``NamedSharding``
+    (logical axes mapped by ``rules``): each host reads only its shards. Without
+    a mesh, arrays come back as host numpy arrays.
+    """
+    ckpt_dir = Path(ckpt_dir).absolute()
+    stored = read_checkpoint_config(ckpt_dir)
+    config = config or stored
+    if config.scan_layers != stored.scan_layers:
+        raise CheckpointError(f"{ckpt_dir} stores scan_layers={stored.scan_layers} params; "
+                              f"the config asks for scan_layers={config.scan_layers}")
+    shapes = abstract_params(config.replace(param_dtype=stored.param_dtype))
+    checkpointer = ocp.StandardCheckpointer()
+    if mesh is None:
+        target = jax.tree_util.tree_map(lambda s: np.empty(s.shape, s.dtype), shapes)
+        return checkpointer.restore(ckpt_dir / "params", target)
+    shardings = shardings_for(param_logical_axes(config), shapes, mesh, rules)
+    target = jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                                    shapes, shardings)
+    return checkpointer.restore(ckpt_dir / "params", target)

@@ -1,0 +1,1 @@
+"""Training: mesh and sharding rules, optimizer, checkpoints, SFT and GRPO loops."""
