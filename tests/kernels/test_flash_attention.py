@@ -91,8 +91,13 @@ PARAMS = [pytest.param(c, "gpu", id=f"{c.name}-gpu") for c in CASES] + [
 
 
 def _run(fn, q, k, v, cotangent):
-    out, vjp = jax.vjp(fn, q, k, v)
-    return out, vjp(cotangent)
+    """Output and (dq, dk, dv), traced and compiled as one program (compiling
+    op by op in eager mode would cost more than the kernels themselves)."""
+    @jax.jit
+    def value_and_grads(q, k, v, cotangent):
+        out, vjp = jax.vjp(fn, q, k, v)
+        return out, vjp(cotangent)
+    return value_and_grads(q, k, v, cotangent)
 
 
 @pytest.mark.parametrize("case, backend", PARAMS)
