@@ -61,26 +61,32 @@ def maybe_remat(layer_cls, policy: str, *, scanned: bool):
 
 
 def run_layers(layer_cls, carry, broadcast_args: tuple, *, length: int, scan: bool,
-               per_layer: jax.Array | None = None, layer_kwargs: dict,
-               loop_layer_kwargs: Callable[[int], dict] | None = None):
+               per_layer=None, layer_kwargs: dict,
+               loop_layer_kwargs: Callable[[int], dict] | None = None, return_outputs: bool = False):
     """Runs ``length`` layers over ``carry``; call from inside a compact method.
 
     ``scan=True``: one ``nn.scan``-ed module named "layers" whose params carry a
     leading 'layers' axis; ``per_layer`` ([length, ...]) is scanned over.
     ``scan=False``: modules "layers_{i}", layer i getting ``per_layer[i]`` and the
     extra static kwargs ``loop_layer_kwargs(i)``.
-    The layer's call is ``(carry, *broadcast_args[, per_layer_i]) -> (carry, None)``.
+    ``per_layer`` may be one array or a tuple of arrays, each [length, ...].
+    The layer's call is ``(carry, *broadcast_args, *per_layer_i) -> (carry, out)``;
+    with ``return_outputs`` the per-layer ``out`` pytrees come back stacked on a
+    leading axis: ``(carry, outs)``.
     """
-    extra = () if per_layer is None else (per_layer,)
+    extra = () if per_layer is None else (per_layer if isinstance(per_layer, tuple) else (per_layer,))
     if scan:
         in_axes = (nn.broadcast,) * len(broadcast_args) + (0,) * len(extra)
         scanned = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True},
                           in_axes=in_axes, length=length,
                           metadata_params={nn.PARTITION_NAME: "layers"})
-        carry, _ = scanned(**layer_kwargs, name="layers")(carry, *broadcast_args, *extra)
-        return carry
+        carry, outs = scanned(**layer_kwargs, name="layers")(carry, *broadcast_args, *extra)
+        return (carry, outs) if return_outputs else carry
+    outs = []
     for i in range(length):
         kwargs = dict(layer_kwargs, **(loop_layer_kwargs(i) if loop_layer_kwargs else {}))
-        layer_extra = () if per_layer is None else (per_layer[i],)
-        carry, _ = layer_cls(**kwargs, name=f"layers_{i}")(carry, *broadcast_args, *layer_extra)
-    return carry
+        carry, out = layer_cls(**kwargs, name=f"layers_{i}")(carry, *broadcast_args, *(a[i] for a in extra))
+        outs.append(out)
+    if not return_outputs:
+        return carry
+    return carry, jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)

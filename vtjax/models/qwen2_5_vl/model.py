@@ -63,19 +63,51 @@ class Qwen25VL(nn.Module):
         return x
 
     @nn.compact
-    def _layers(self, x, cos, sin, segment_ids):
+    def _layers(self, x, cos, sin, mask, write_index=None, cache=None, mode="train"):
         cfg = self.config
         layer = maybe_remat(DecoderLayer, cfg.remat_policy, scanned=cfg.scan_layers)
-        return run_layers(layer, x, (cos, sin, segment_ids), length=cfg.text.num_hidden_layers,
-                          scan=cfg.scan_layers,
-                          layer_kwargs=dict(config=cfg.text, dtype=jnp.dtype(cfg.dtype),
-                                            param_dtype=jnp.dtype(cfg.param_dtype)))
+        kwargs = dict(config=cfg.text, mode=mode, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
+        if mode == "train":
+            return run_layers(layer, x, (cos, sin, mask), length=cfg.text.num_hidden_layers,
+                              scan=cfg.scan_layers, layer_kwargs=kwargs)
+        if mode == "prefill":
+            return run_layers(layer, x, (cos, sin, mask), length=cfg.text.num_hidden_layers,
+                              scan=cfg.scan_layers, layer_kwargs=kwargs, return_outputs=True)
+        return run_layers(layer, x, (cos, sin, mask, write_index), length=cfg.text.num_hidden_layers,
+                          scan=cfg.scan_layers, per_layer=cache, layer_kwargs=kwargs, return_outputs=True)
 
     def decode(self, x, position_ids, segment_ids) -> jax.Array:
         """Decoder layers and the final norm: [B, L, E] -> [B, L, E]."""
+        return self.norm(self._layers(x, *self._rotary(position_ids), segment_ids))
+
+    def prefill(self, inputs: ModelInputs):
+        """Runs the prompt and returns (hidden of its last position [B, E], prompt cache).
+
+        The prompt cache is (k, v), each [layers, B, L, Hkv, Dh]. Prompts must be
+        left-padded so that position L-1 is every row's last token.
+        """
+        x = self.embed(inputs)
+        cos, sin = self._rotary(inputs.position_ids)
+        x, cache = self._layers(x, cos, sin, inputs.segment_ids, mode="prefill")
+        return self.norm(x[:, -1]), cache
+
+    def decode_step(self, tokens, position_ids, prompt_mask, gen_visible, write_index, prompt_cache, gen_cache):
+        """One step of cached decoding for N = B * G rows.
+
+        tokens: [N, T]; position_ids: [3, N, T]; prompt_mask: [B, Lp] bool; gen_visible:
+        [N, T, M] bool (the new tokens' own slots included); write_index: [] slot of the
+        new tokens in the generated cache; prompt_cache: (k, v) [layers, B, Lp, Hkv, Dh];
+        gen_cache: (k, v) [layers, N, M, Hkv, Dh]. Returns (hidden [N, T, E], gen_cache).
+        """
+        x = self.embed_tokens(tokens)
+        cos, sin = self._rotary(position_ids)
+        x, gen_cache = self._layers(x, cos, sin, (prompt_mask, gen_visible), write_index,
+                                    (*prompt_cache, *gen_cache), mode="decode")
+        return self.norm(x), gen_cache
+
+    def _rotary(self, position_ids):
         t = self.config.text
-        cos, sin = multimodal_rotary(position_ids, t.head_dim, t.rope_theta, t.mrope_section)  # [B, L, Dh]
-        return self.norm(self._layers(x, cos, sin, segment_ids))
+        return multimodal_rotary(position_ids, t.head_dim, t.rope_theta, t.mrope_section)  # [B, L, Dh] each
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """LM head: [..., E] -> [..., vocab] (tied to the embedding when configured)."""

@@ -1,0 +1,179 @@
+"""The compiled sampler: prefill once per prompt, share the cache across the group, while_loop decode.
+
+One call of ``generate`` runs two compiled programs:
+
+1. ``prefill``: vision tower + prompt through the decoder, once per prompt,
+   returning the prompt KV cache ``[layers, B, Lp, Hkv, Dh]``;
+2. ``decode``: a ``lax.while_loop`` produces one token per step for all
+   N = B * G rows until every row has emitted an EOS or ``max_new_tokens`` is
+   reached. The G samples of a prompt *share* its prompt cache (never copied);
+   each row only owns a cache of its generated tokens ``[layers, N, M, Hkv, Dh]``,
+   allocated inside the program and updated in place.
+
+Prompts are left-padded on the host to a bucketed length, so every row's
+prompt ends at the same position and decode positions follow the rope-delta
+rule of ``get_rope_index``. Both programs compile once per (batch, prompt
+bucket, max_new_tokens, sampling settings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vtjax.models.qwen2_5_vl import Qwen25VL, Qwen25VLConfig, bucket_size, get_rope_index, prepare_inputs
+from vtjax.models.qwen2_5_vl.inputs import MIN_TEXT_BUCKET
+from vtjax.sampling.filters import choose_tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+    """Static settings of one compiled decode program."""
+
+    max_new_tokens: int  # decode steps at most
+    num_samples: int  # G completions per prompt
+    temperature: float  # 0 = greedy
+    top_k: int  # 0 = off
+    top_p: float  # 1.0 = off
+    eos_token_ids: tuple[int, ...]  # any of these ends a row
+    pad_token_id: int  # written after a row has ended
+
+
+def left_pad(input_ids, attention_mask, length: int, pad_id: int):
+    """Moves every row's real tokens to the right end of a [B, length] array."""
+    input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask).astype(bool)
+    ids = np.full((input_ids.shape[0], length), pad_id, np.int64)
+    mask = np.zeros((input_ids.shape[0], length), np.int64)
+    for row, (tokens, keep) in enumerate(zip(input_ids, attention_mask)):
+        real = tokens[keep]
+        ids[row, length - len(real):] = real
+        mask[row, length - len(real):] = 1
+    return ids, mask
+
+
+def generate(
+    config: Qwen25VLConfig,
+    params,
+    *,
+    input_ids,
+    attention_mask=None,
+    pixel_values=None,
+    image_grid_thw=None,
+    pixel_values_videos=None,
+    video_grid_thw=None,
+    second_per_grid_ts=None,
+    max_new_tokens: int,
+    num_samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    eos_token_ids=None,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Samples ``num_samples`` completions per prompt.
+
+    Inputs are numpy arrays as the HF processor lays them out (any padding side).
+    Returns numpy ``tokens`` [B*G, max_new_tokens] (``pad_token_id`` after a row's
+    EOS), ``lengths`` [B*G] (tokens up to and including the EOS) and ``logprobs``
+    [B*G, max_new_tokens] float32 (the policy's log-probability of each sampled
+    token at temperature 1, 0 after the end). Rows b*G .. b*G+G-1 belong to prompt b.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be at least 1")
+    if num_samples < 1:
+        raise ValueError(f"num_samples={num_samples} must be at least 1")
+    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
+        raise ValueError(f"bad sampling settings: temperature={temperature}, top_p={top_p}, top_k={top_k}")
+    if eos_token_ids is None:
+        eos_token_ids = () if config.eos_token_id is None else (config.eos_token_id,)
+    eos_token_ids = tuple(int(t) for t in np.atleast_1d(eos_token_ids))
+    pad_id = config.pad_token_id if config.pad_token_id is not None else (eos_token_ids or (0,))[0]
+    settings = SamplingSettings(max_new_tokens, num_samples, float(temperature), int(top_k), float(top_p),
+                                eos_token_ids, int(pad_id))
+
+    input_ids = np.asarray(input_ids)
+    if attention_mask is None:
+        attention_mask = np.ones_like(input_ids)
+    prompt_len = bucket_size(input_ids.shape[1], MIN_TEXT_BUCKET)
+    ids, mask = left_pad(input_ids, attention_mask, prompt_len, pad_id)
+    vision = dict(pixel_values=pixel_values, image_grid_thw=image_grid_thw,
+                  pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
+                  second_per_grid_ts=second_per_grid_ts)
+    inputs = prepare_inputs(config, input_ids=ids, attention_mask=mask, pad_length=prompt_len, **vision)
+    _, deltas = get_rope_index(config, ids, mask, image_grid_thw, video_grid_thw, second_per_grid_ts)
+
+    hidden, prompt_cache = _prefill_fn(config)(params, inputs)
+    tokens, lengths, logprobs = _decode_fn(config, settings)(
+        params, hidden, prompt_cache, jnp.asarray(mask, jnp.int32), jnp.asarray(deltas, jnp.int32),
+        jax.random.PRNGKey(seed))
+    return {"tokens": np.asarray(tokens), "lengths": np.asarray(lengths), "logprobs": np.asarray(logprobs)}
+
+
+@functools.lru_cache(maxsize=None)
+def _prefill_fn(config: Qwen25VLConfig):
+    model = Qwen25VL(config)
+
+    def prefill(params, inputs):
+        return model.apply({"params": params}, inputs, method=Qwen25VL.prefill)
+
+    return jax.jit(prefill)
+
+
+@functools.lru_cache(maxsize=None)
+def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings):
+    model = Qwen25VL(config)
+
+    def logits_of(params, hidden):  # [N, E] -> [N, V] float32
+        return model.apply({"params": params}, hidden, method=Qwen25VL.logits).astype(jnp.float32)
+
+    def decode(params, hidden, prompt_cache, prompt_mask, deltas, rng):
+        g = s.num_samples
+        b, prompt_len = prompt_mask.shape
+        n = b * g  # row b * G + j is sample j of prompt b
+        layers, _, _, kv_heads, head_dim = prompt_cache[0].shape
+        gen_shape = (layers, n, s.max_new_tokens, kv_heads, head_dim)
+        gen_cache = (jnp.zeros(gen_shape, prompt_cache[0].dtype), jnp.zeros(gen_shape, prompt_cache[1].dtype))
+        prompt_mask = prompt_mask.astype(bool)  # [B, Lp], shared by the G rows of each prompt
+        deltas = jnp.repeat(deltas, g, axis=0)  # [N]
+        keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(n))  # one key per sample
+        eos = jnp.asarray(s.eos_token_ids or (-1,), jnp.int32)
+        slot = jnp.arange(s.max_new_tokens)
+
+        def pick(logits, step):
+            step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
+            return choose_tokens(logits, step_keys, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
+
+        first, first_lp = pick(logits_of(params, jnp.repeat(hidden, g, axis=0)), 0)
+        tokens = jnp.full((n, s.max_new_tokens), s.pad_token_id, jnp.int32).at[:, 0].set(first)
+        logprobs = jnp.zeros((n, s.max_new_tokens), jnp.float32).at[:, 0].set(first_lp)
+        done = jnp.isin(first, eos)
+        lengths = jnp.where(done, 1, s.max_new_tokens)
+
+        def cond(state):
+            step, _, _, done, _, _, _ = state
+            return (step < s.max_new_tokens) & ~jnp.all(done)
+
+        def body(state):
+            step, tokens, logprobs, done, lengths, last, gen_cache = state
+            write = step - 1  # generated-cache slot of the token fed in now
+            positions = jnp.broadcast_to((prompt_len + write + deltas)[None, :, None], (3, n, 1))
+            visible = jnp.broadcast_to(slot <= write, (n, 1, s.max_new_tokens))
+            hidden, gen_cache = model.apply({"params": params}, last[:, None], positions, prompt_mask, visible,
+                                            write, prompt_cache, gen_cache, method=Qwen25VL.decode_step)
+            token, lp = pick(logits_of(params, hidden[:, 0]), step)
+            token = jnp.where(done, s.pad_token_id, token)
+            lp = jnp.where(done, 0.0, lp)
+            finished = ~done & jnp.isin(token, eos)
+            lengths = jnp.where(finished, step + 1, lengths)
+            return (step + 1, tokens.at[:, step].set(token), logprobs.at[:, step].set(lp), done | finished,
+                    lengths, token, gen_cache)
+
+        state = (jnp.int32(1), tokens, logprobs, done, lengths, first, gen_cache)
+        _, tokens, logprobs, _, lengths, _, _ = jax.lax.while_loop(cond, body, state)
+        return tokens, lengths, logprobs
+
+    return jax.jit(decode)
