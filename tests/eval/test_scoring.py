@@ -1,0 +1,70 @@
+"""score_predictions and the markdown summary on a hand-worked set."""
+
+import math
+
+import pytest
+
+from vtjax.eval import report, scoring
+
+OPTS = ["A. a", "B. b", "C. c", "D. d"]
+BLOCK = "<time>00:02-00:06</time> <caption>c</caption> <think>t</think>"
+
+
+def _rec(i, answer, category, segments=None):
+    r = {"id": f"r{i}", "problem_type": "multiple choice", "options": OPTS, "solution": f"<answer>{answer}</answer>",
+         "category": category}
+    if segments is not None:
+        r["segments"] = segments
+    return r
+
+
+RECORDS = [
+    _rec(0, "A", "order", [[2, 6]]),
+    _rec(1, "B", "order", [[0, 4]]),
+    _rec(2, "C", "count"),
+    _rec(3, "D", "count"),
+]
+OUTPUTS = {
+    "r0": f"{BLOCK}<answer>A</answer>",  # right, good format, IoU 1
+    "r1": f"{BLOCK}<answer>C</answer>",  # wrong; (2,6) vs (0,4): IoU 2/6
+    "r2": "It must be C.",  # right through the fallback, bad format
+    "r3": "<answer>d</answer>",  # lower case: unanswered, wrong
+}
+
+
+def test_score_predictions_hand_worked():
+    m = scoring.score_predictions(RECORDS, OUTPUTS)
+    assert m["count"] == 4
+    assert m["accuracy"] == pytest.approx(50.0)
+    assert m["format_rate"] == pytest.approx(50.0)
+    assert m["answered_rate"] == pytest.approx(75.0)
+    assert m["per_category"] == {"count": {"count": 2, "accuracy": 50.0}, "order": {"count": 2, "accuracy": 50.0}}
+    g = m["grounding"]
+    assert g["count"] == 2 and g["mIoU"] == pytest.approx(100 * (1 + 2 / 6) / 2)
+    assert g["R@0.3"] == pytest.approx(100.0) and g["R@0.5"] == pytest.approx(50.0)
+    assert [it["pred"] for it in m["items"]] == ["A", "C", "C", None]
+
+
+def test_outputs_in_order_and_missing():
+    m = scoring.score_predictions(RECORDS[2:], [OUTPUTS["r2"], OUTPUTS["r3"]])
+    assert m["accuracy"] == pytest.approx(50.0) and "grounding" not in m
+    with pytest.raises(KeyError, match="1 records have no output"):
+        scoring.score_predictions(RECORDS[:2], {"r0": OUTPUTS["r0"]})
+    m = scoring.score_predictions(RECORDS[:2], {"r0": OUTPUTS["r0"]}, allow_missing=True)
+    assert m["missing"] == ["r1"] and m["accuracy"] == pytest.approx(50.0)
+
+
+def test_graded_problem_types_use_the_accuracy_reward():
+    rec = {"id": "n", "problem_type": "numerical", "solution": "<answer>2.5</answer>"}
+    assert scoring.score_predictions([rec], ["<answer>2.50</answer>"])["accuracy"] == pytest.approx(100.0)
+
+
+def test_summary_markdown(tmp_path):
+    m = scoring.score_predictions(RECORDS, OUTPUTS)
+    text = report.write_summary(str(tmp_path / "out" / "summary.md"), {"synthetic": m}, title="Demo")
+    lines = text.splitlines()
+    assert lines[0] == "# Demo"
+    assert lines[2].startswith("| benchmark | N | accuracy % |")
+    assert lines[4] == "| synthetic | 4 | 50.00 | 50.00 | 75.00 | 66.67 | 100.00 | 50.00 | 50.00 |"
+    assert "| count | 2 | 50.00 |" in text and (tmp_path / "out" / "summary.md").read_text() == text
+    assert report.markdown_table(["x"], [[math.nan]]).splitlines()[-1] == "| - |"
