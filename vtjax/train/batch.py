@@ -1,0 +1,172 @@
+"""Host batches -> micro-batched ``ModelInputs`` -> global arrays sharded over the batch axes.
+
+A data-pipeline batch (HF layout, this process's rows) is split into
+``micro_batches`` slices, each turned into ``ModelInputs`` padded to sizes
+every process agrees on, and stacked on a leading micro-batch axis.
+
+Each process contributes one contiguous block of the global batch. Vision
+features of a batch are one concatenated sequence, so a process's index
+arrays (the vision gather index, the window permutation, segment ids) are
+offset by its block's position: the global arrays then describe one valid
+batch, the same for any number of processes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.struct
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from vtjax.models.qwen2_5_vl import ModelInputs, Qwen25VLConfig, bucket_size, prepare_inputs
+from vtjax.models.qwen2_5_vl.inputs import MIN_PATCH_BUCKET
+from vtjax.train.loss import shift_targets
+
+BATCH_AXES = ("data", "fsdp")  # mesh axes the examples (and their vision rows) are split over
+
+
+@flax.struct.dataclass
+class TrainBatch:
+    """One optimizer step's data; every array has a leading micro-batch axis M."""
+
+    inputs: ModelInputs  # fields [M, ...] (position_ids [M, 3, b, L], patches [M, Np, 1176])
+    targets: jax.Array  # [M, b, L] int32 next-token ids
+    weights: jax.Array  # [M, b, L] float32, 1 on answer tokens
+
+
+def batch_partition_specs(batch: TrainBatch) -> TrainBatch:
+    """PartitionSpec of every TrainBatch leaf: the row / patch axis over BATCH_AXES."""
+    rows = P(None, BATCH_AXES)
+    inputs = batch.inputs
+    vision = None
+    if inputs.vision is not None:
+        vision = inputs.vision.replace(patches=rows, window_index=rows, reverse_index=rows,
+                                       window_segment_ids=rows, frame_segment_ids=rows, rotary_coords=rows)
+    specs = ModelInputs(input_ids=rows, segment_ids=rows, position_ids=P(None, None, BATCH_AXES),
+                        vision_gather=rows, vision=vision)
+    return TrainBatch(inputs=specs, targets=rows, weights=rows)
+
+
+def data_shard(mesh: Mesh) -> tuple[int, int]:
+    """(index, count) of this process's block along the batch axes: which share of the data it loads.
+
+    Processes holding the same block (a tensor axis spanning hosts) load the same data.
+    """
+    blocks = _process_blocks(mesh)
+    starts = sorted({b[0] for b in blocks.values()})
+    return starts.index(blocks[jax.process_index()][0]), len(starts)
+
+
+def _process_blocks(mesh: Mesh) -> dict[int, tuple[int, int]]:
+    """process -> (first, last+1) batch-shard index it holds; checks the blocks are contiguous."""
+    shards = math.prod(mesh.shape[a] for a in BATCH_AXES)
+    indices = NamedSharding(mesh, P(BATCH_AXES)).devices_indices_map((shards,))
+    per_process: dict[int, set[int]] = {}
+    for device, (index,) in indices.items():
+        per_process.setdefault(device.process_index, set()).add(index.start or 0)
+    blocks = {}
+    for proc, starts in per_process.items():
+        lo, hi = min(starts), max(starts) + 1
+        if hi - lo != len(starts):
+            raise ValueError(f"process {proc} holds non-contiguous batch shards {sorted(starts)}; order the "
+                             "mesh devices by process (make_mesh does)")
+        blocks[proc] = (lo, hi)
+    return blocks
+
+
+def local_shards(mesh: Mesh) -> int:
+    lo, hi = _process_blocks(mesh)[jax.process_index()]
+    return hi - lo
+
+
+class BatchBuilder:
+    """Turns this process's data batches into global, sharded ``TrainBatch`` arrays."""
+
+    def __init__(self, config: Qwen25VLConfig, mesh: Mesh, micro_batches: int):
+        self.config = config
+        self.mesh = mesh
+        self.micro_batches = micro_batches
+        self.block, self.num_blocks = data_shard(mesh)
+        self.local_shards = local_shards(mesh)
+
+    def local_sizes(self, batch: dict) -> np.ndarray:
+        """[text length, patches per micro-batch, frame bucket] this process needs."""
+        grids = np.asarray(batch["video_grid_thw"]).reshape(-1, 3)
+        rows = np.prod(grids, axis=1).reshape(self.micro_batches, -1).sum(axis=1)  # [M]
+        unit = self.config.vision.merge_unit * self.local_shards
+        patches = -(-bucket_size(int(rows.max()), MIN_PATCH_BUCKET) // unit) * unit
+        frame = bucket_size(int((grids[:, 1] * grids[:, 2]).max()), self.config.vision.window_patches)
+        return np.asarray([batch["input_ids"].shape[1], patches, frame], np.int64)
+
+    def agreed_sizes(self, local: np.ndarray, stop: int = 0) -> tuple[np.ndarray, int]:
+        """Elementwise max over processes of the padded sizes and of a stop code (0 = go on)."""
+        mine = np.concatenate([local, [int(stop)]]).astype(np.int64)
+        if jax.process_count() > 1:
+            mine = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, mine.size).max(axis=0)
+        return mine[:3], int(mine[3])
+
+    def host_batch(self, batch: dict, sizes: np.ndarray) -> TrainBatch:
+        """This process's block as numpy, offsets applied, padded to the agreed ``sizes``."""
+        length, patches, frame = (int(s) for s in sizes)
+        num = batch["input_ids"].shape[0]
+        if num % self.micro_batches:
+            raise ValueError(f"this process's batch of {num} rows is not divisible by "
+                             f"train.micro_batches={self.micro_batches}")
+        per = num // self.micro_batches
+        rows = np.prod(np.asarray(batch["video_grid_thw"]).reshape(-1, 3), axis=1)
+        row_offsets = np.concatenate([[0], np.cumsum(rows)])
+        micro = []
+        for m in range(self.micro_batches):
+            sl = slice(m * per, (m + 1) * per)
+            ids = np.asarray(batch["input_ids"][sl])
+            inputs = prepare_inputs(
+                self.config, input_ids=ids, attention_mask=batch["attention_mask"][sl],
+                pixel_values_videos=batch["pixel_values_videos"][row_offsets[m * per]:row_offsets[(m + 1) * per]],
+                video_grid_thw=batch["video_grid_thw"][sl], second_per_grid_ts=batch["second_per_grid_ts"][sl],
+                pad_length=length, pad_patches=patches)
+            inputs = self._offset(inputs, frame)
+            mask = np.pad(np.asarray(batch["loss_mask"][sl], bool), ((0, 0), (0, length - ids.shape[1])))
+            if "example_mask" in batch:
+                mask &= np.asarray(batch["example_mask"][sl], bool)[:, None]
+            targets, weights = shift_targets(np.asarray(inputs.input_ids), mask)
+            micro.append(TrainBatch(inputs=inputs, targets=targets, weights=weights))
+        return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *micro)
+
+    def _offset(self, inputs: ModelInputs, frame: int) -> ModelInputs:
+        """Shifts this block's vision indices to its place in the global batch."""
+        v = inputs.vision
+        if v is None:
+            raise ValueError("a training batch without videos: every SFT example must have a video")
+        merged = v.window_index.shape[0]  # Mp of one block
+        shift_m, shift_p = self.block * merged, self.block * v.patches.shape[0]
+        seg = lambda s: np.where(s > 0, s + shift_p, 0).astype(np.int32)  # noqa: E731
+        vision = v.replace(window_index=v.window_index + shift_m, reverse_index=v.reverse_index + shift_m,
+                           window_segment_ids=seg(v.window_segment_ids),
+                           frame_segment_ids=seg(v.frame_segment_ids), frame_len=max(frame, v.frame_len))
+        gather = np.where(inputs.vision_gather >= 0, inputs.vision_gather + shift_m, -1).astype(np.int32)
+        return inputs.replace(vision_gather=gather, vision=vision)
+
+    def to_global(self, host: TrainBatch) -> TrainBatch:
+        """Assembles every process's block into global arrays sharded by ``batch_partition_specs``."""
+        specs = batch_partition_specs(host)
+
+        def place(x, spec):
+            axis = list(spec).index(BATCH_AXES)
+            shape = list(x.shape)
+            shape[axis] *= self.num_blocks
+            return jax.make_array_from_process_local_data(NamedSharding(self.mesh, spec), x, tuple(shape))
+
+        return jax.tree_util.tree_map(place, host, specs, is_leaf=lambda s: isinstance(s, P))
+
+    def shardings(self, host: TrainBatch):
+        """NamedShardings of the global batch (for the step's ``in_shardings``)."""
+        return jax.tree_util.tree_map(lambda s: NamedSharding(self.mesh, s), batch_partition_specs(host),
+                                      is_leaf=lambda s: isinstance(s, P))
+
+    def __call__(self, batch: dict) -> TrainBatch:
+        """Global TrainBatch for one data batch (all processes call it together)."""
+        sizes, _ = self.agreed_sizes(self.local_sizes(batch))
+        return self.to_global(self.host_batch(batch, sizes))

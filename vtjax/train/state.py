@@ -1,0 +1,98 @@
+"""The train state (step, params, optimizer state), its shardings and its sharded initialisation.
+
+Shapes come from ``jax.eval_shape`` (nothing allocated), shardings from the
+params' logical axes; the state is then created directly in its sharding by
+a jitted init (random) or restored shard by shard (``init_from``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vtjax.models.qwen2_5_vl import Qwen25VL, Qwen25VLConfig, param_logical_axes
+from vtjax.models.qwen2_5_vl.api import dummy_inputs
+from vtjax.train.sharding import shardings_for
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # [] int32, optimizer steps taken
+    params: Any  # the model's parameter pytree
+    opt_state: Any  # optax state (moments sharded like the params)
+
+
+def model_config(config) -> Qwen25VLConfig:
+    """The Qwen25VLConfig of ``config.model``: the checkpoint's own config.json, or a preset."""
+    m = config.model
+    runtime = dict(dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=m.scan_layers,
+                   remat_policy=m.remat_policy)
+    if m.init_from:
+        from vtjax.convert.orbax_io import read_checkpoint_config  # pylint: disable=import-outside-toplevel
+
+        cfg = read_checkpoint_config(m.init_from, **runtime)
+    else:
+        cfg = Qwen25VLConfig.preset(m.preset, **runtime)
+    return cfg.replace(vision=dataclasses.replace(cfg.vision, attention_impl=m.attention_impl),
+                       text=dataclasses.replace(cfg.text, attention_impl=m.attention_impl))
+
+
+def _init_params(model_cfg: Qwen25VLConfig, rng: jax.Array):
+    return nn.meta.unbox(Qwen25VL(model_cfg).init(rng, dummy_inputs(model_cfg))["params"])
+
+
+def param_shapes(model_cfg: Qwen25VLConfig):
+    """ShapeDtypeStructs of the params (no optimizer needed)."""
+    return jax.eval_shape(functools.partial(_init_params, model_cfg), jax.random.PRNGKey(0))
+
+
+def abstract_state(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation) -> TrainState:
+    """Shapes and dtypes of the whole train state, allocating nothing."""
+    params = param_shapes(model_cfg)
+    return TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
+                      opt_state=jax.eval_shape(tx.init, params))
+
+
+def state_shardings(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation, mesh: Mesh,
+                    shapes: TrainState | None = None) -> TrainState:
+    """NamedSharding of every state leaf: params by their logical axes, moments like their params."""
+    shapes = shapes or abstract_state(model_cfg, tx)
+    param_sh = shardings_for(param_logical_axes(model_cfg), shapes.params, mesh)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    opt_sh = optax.tree_map_params(tx, lambda _, sh: sh, shapes.opt_state, param_sh,
+                                   transform_non_params=lambda _: replicated,
+                                   is_leaf=lambda x: isinstance(x, NamedSharding))
+    return TrainState(step=replicated, params=param_sh, opt_state=opt_sh)
+
+
+def with_shardings(shapes: TrainState, shardings: TrainState) -> TrainState:
+    """ShapeDtypeStructs that carry their target sharding (restore / AOT targets)."""
+    return jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                                  shapes, shardings)
+
+
+def init_state(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation, mesh: Mesh, *, seed: int,
+               init_from: str = "") -> TrainState:
+    """A fresh state placed in its sharding: random params from ``seed``, or restored from ``init_from``."""
+    shardings = state_shardings(model_cfg, tx, mesh)
+    if init_from:
+        from vtjax.convert.orbax_io import restore_params  # pylint: disable=import-outside-toplevel
+
+        params = restore_params(init_from, mesh=mesh, config=model_cfg)
+        dtype = jnp.dtype(model_cfg.param_dtype)
+        params = jax.jit(lambda p: jax.tree_util.tree_map(lambda x: x.astype(dtype), p),
+                         out_shardings=shardings.params, donate_argnums=0)(params)
+    else:
+        params = jax.jit(functools.partial(_init_params, model_cfg),
+                         out_shardings=shardings.params)(jax.random.PRNGKey(seed))
+    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), shardings.step)
+    return TrainState(step=step, params=params, opt_state=opt_state)
