@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# Lenient reader for evaluation: 1-3 digit minutes, optional H: prefix is not accepted.
+# MM:SS-MM:SS; evaluation reads 1-3 minute digits, the format reward (strict) exactly 2.
 _TIME_TAG_RE = re.compile(r"<time>(.*?)</time>", re.DOTALL)
 _RANGE_RE = re.compile(r"^\s*(\d{1,3}):(\d{2})\s*-\s*(\d{1,3}):(\d{2})\s*$")
 THRESHOLDS = (0.3, 0.5, 0.7)

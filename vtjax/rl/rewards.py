@@ -78,6 +78,8 @@ def format_reward(text: str) -> float:
 
 # ---------------------------------------------------------------- accuracy
 
+ACCURACY_KINDS = frozenset({"multiple choice", "numerical", "ocr", "free-form", "regression"})
+
 
 def _problem_kind(problem_type: str) -> str:
     kind = re.sub(r"[\s_-]+", " ", problem_type.strip().lower())
@@ -130,9 +132,6 @@ def accuracy_reward(text: str, solution: str, problem_type: str) -> float:
         return float(round(p, 2) == round(g, 2))
     rel = abs(p - g) / max(abs(g), 1e-9)  # regression; gt 0 scores 1 only for an exact 0
     return float(1.0 - min(1.0, rel))
-
-
-ACCURACY_KINDS = frozenset({"multiple choice", "numerical", "ocr", "free-form", "regression"})
 
 
 # ---------------------------------------------------------------- grounding
