@@ -40,15 +40,17 @@ class BlockSizes:
     def default(cls, backend: Backend) -> BlockSizes:
         """Defaults that fit the on-chip memory of current parts at head_dim <= 128.
 
-        TPU: 128-aligned tiles (lane width); 512-row query tiles amortise the
-        per-grid-step overhead of Mosaic. GPU: 64x64 keeps a head_dim-128 tile
-        pair plus the f32 accumulator inside one SM's shared memory with two
-        pipeline stages.
+        TPU: 128-aligned tiles (lane width); 512-row tiles amortise the
+        per-grid-step overhead of Mosaic. GPU: 128 query rows against 64 key
+        rows per step in the forward/dq passes (the FlashAttention-2 Triton
+        shape for head_dim 128), 64x64 in the dk/dv pass, whose program keeps
+        two f32 [block_k, D] accumulators in registers. Neither set has been
+        tuned on hardware yet: scripts/bench_attention.py is the tool for that.
         """
         if backend == "tpu":
             return cls(block_q=512, block_k=512, block_q_dkv=512, block_k_dkv=512)
         if backend == "gpu":
-            return cls(block_q=64, block_k=64, block_q_dkv=64, block_k_dkv=64, num_stages=2)
+            return cls(block_q=128, block_k=64, block_q_dkv=64, block_k_dkv=64, num_stages=2)
         raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
 
     @property
