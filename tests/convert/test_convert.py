@@ -98,7 +98,7 @@ def test_bfloat16_conversion_verifies(hf_dirs, tmp_path):
 
 def test_verify_detects_a_wrong_weight(hf_dirs):
     config, params = load_hf(hf_dirs[(False, "legacy")], progress=False)
-    params["layers"]["o_proj"]["kernel"][1] *= 1.01
+    params["layers"]["o_proj"]["kernel"] = params["layers"]["o_proj"]["kernel"].at[1].multiply(1.01)
     report = verify_against_transformers(config, params, hf_dirs[(False, "legacy")])
     assert not report.ok and report.max_abs_diff > 1e-4
 

@@ -7,6 +7,8 @@ import re
 import sys
 from pathlib import Path
 
+import jax
+
 from vtjax.convert.files import OutputExistsError, atomic_output_dir, copy_side_files
 from vtjax.convert.hf import MAX_SHARD_BYTES, load_hf, write_hf_files
 from vtjax.convert.orbax_io import read_checkpoint_config, restore_params, write_params_checkpoint
@@ -54,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def hf_to_orbax(args) -> None:
-    config, params = load_hf(args.hf_dir, dtype=args.dtype, scan_layers=not args.no_scan, progress=not args.quiet)
+    # Conversion needs no accelerator: params stay in host memory as CPU jax arrays.
+    config, params = load_hf(args.hf_dir, dtype=args.dtype, scan_layers=not args.no_scan,
+                             device=jax.devices("cpu")[0], progress=not args.quiet)
     with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
         write_params_checkpoint(tmp, config, params)
         copied = copy_side_files(args.hf_dir, tmp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -27,12 +28,14 @@ def read_config(hf_dir: str | os.PathLike, **runtime) -> Qwen25VLConfig:
 
 
 def load_hf(hf_dir: str | os.PathLike, *, dtype: str | None = None, scan_layers: bool = True,
-            progress: bool = True) -> tuple[Qwen25VLConfig, dict]:
-    """Reads an HF Qwen2.5-VL checkpoint into ``(config, params)`` (numpy arrays on the host).
+            device: jax.Device | None = None, progress: bool = True) -> tuple[Qwen25VLConfig, dict]:
+    """Reads an HF Qwen2.5-VL checkpoint into ``(config, params)`` of jax arrays on ``device``.
 
     Accepts a single ``model.safetensors`` or shards with ``model.safetensors.index.json``,
     and both the legacy and the transformers >= 4.52 key names. Tensors are read one
-    at a time; ``dtype`` (default float32) is the params' storage dtype.
+    at a time and each parameter moves to ``device`` (default: the default device) as
+    soon as it is complete, so host memory peaks near one copy of the model plus its
+    largest (layer-stacked) parameter. ``dtype`` (default float32) is the storage dtype.
     """
     dtype = dtype or "float32"
     config = read_config(hf_dir, param_dtype=dtype, scan_layers=scan_layers)
@@ -58,6 +61,7 @@ def load_hf(hf_dir: str | os.PathLike, *, dtype: str | None = None, scan_layers:
         raise CheckpointError(f"{hf_dir}: tensor shapes do not match config.json:\n  " + "\n  ".join(bad))
 
     np_dtype = np.dtype(jax.numpy.dtype(dtype))
+    device = device or jax.devices()[0]
     params: dict = {}
     for link in tqdm(wanted, desc="reading tensors", unit="tensor", disable=not progress):
         full = _leaf(shapes, link.path).shape
@@ -67,13 +71,19 @@ def load_hf(hf_dir: str | os.PathLike, *, dtype: str | None = None, scan_layers:
         for key in link.path[:-1]:
             node = node.setdefault(key, {})
         if link.layer is None:
-            node[link.path[-1]] = array
-        else:
+            node[link.path[-1]] = jax.device_put(array, device)
+        else:  # stacked layers are assembled in place in one device buffer
             if link.path[-1] not in node:
-                node[link.path[-1]] = np.empty(full, np_dtype)
-            node[link.path[-1]][link.layer] = array
+                node[link.path[-1]] = jax.numpy.zeros(full, np_dtype, device=device)
+            node[link.path[-1]] = _set_layer(node[link.path[-1]], array, link.layer)
         del array
     return config, params
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _set_layer(stacked: jax.Array, layer: jax.Array, index: int) -> jax.Array:
+    """``stacked[index] = layer`` without copying ``stacked`` (its buffer is donated)."""
+    return jax.lax.dynamic_update_index_in_dim(stacked, layer.astype(stacked.dtype), index, 0)
 
 
 def save_hf(config: Qwen25VLConfig, params, out_dir: str | os.PathLike, *, dtype: str | None = None,

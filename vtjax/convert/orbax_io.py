@@ -33,9 +33,10 @@ VERSION = 1
 def write_params_checkpoint(directory: Path, config: Qwen25VLConfig, params) -> None:
     """Writes params, config.json and vtjax.json into ``directory`` (which must exist)."""
     directory = Path(directory).absolute()
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(directory / "params", params)
-    checkpointer.wait_until_finished()
+    # Uncompressed: zstd buffers would cost ~50% of the model in host memory and double the
+    # time, for ~25% less disk on weights. Synchronous: the directory is complete on return.
+    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_compression=False))
+    checkpointer.save(directory / "params", args=ocp.args.PyTreeSave(params))
     (directory / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2))
     meta = {"format": FORMAT, "version": VERSION, "scan_layers": config.scan_layers,
             "param_dtype": config.param_dtype}

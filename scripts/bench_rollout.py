@@ -1,0 +1,113 @@
+"""Rollout throughput: vtjax.sampling.generate vs transformers generate(num_return_sequences=G), same run.
+
+Same small Qwen2.5-VL as bench_forward (6 text layers of width 512, vision depth
+4 width 256), float32; 2 video prompts (8 frames at 224x224, ~60 text tokens
+each), G samples per prompt, exactly N new tokens per sample (no EOS),
+temperature 1.0, top_p 0.95. Prints JSON lines: the vtjax prefill/decode split
+and tokens/s of both sides with the ratio (compile time reported separately).
+
+Usage: python scripts/bench_rollout.py [--group 8] [--new-tokens 256] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import jax
+import numpy as np
+import torch
+from transformers import Qwen2_5_VLConfig as HFConfig
+from transformers import Qwen2_5_VLForConditionalGeneration
+
+from bench_forward import bench_config
+from vtjax.convert import hf_to_params
+from vtjax.models.qwen2_5_vl import abstract_params
+from vtjax.sampling import generate
+
+
+def prompts(config, rng, frames: int = 8, text_tokens: int = 60) -> dict:
+    grid = (frames // 2, 16, 16)
+    visual = grid[0] * grid[1] * grid[2] // config.vision.merge_unit
+    rows = []
+    for extra in (0, 7):  # two prompts of different lengths
+        rows.append(rng.integers(0, 8000, text_tokens // 2 + extra).tolist() + [config.vision_start_token_id]
+                    + [config.video_token_id] * visual + [config.vision_end_token_id]
+                    + rng.integers(0, 8000, text_tokens // 2).tolist())
+    length = max(map(len, rows))
+    ids = np.full((2, length), config.pad_token_id)
+    mask = np.zeros((2, length), np.int64)
+    for r, row in enumerate(rows):  # left padding, as transformers generate wants
+        ids[r, length - len(row):], mask[r, length - len(row):] = row, 1
+    pixels = rng.standard_normal((2 * grid[0] * 256, config.vision.patch_dim)).astype(np.float32)
+    return dict(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels,
+                video_grid_thw=np.array([grid, grid]), second_per_grid_ts=np.array([1.0, 1.0], np.float32))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--group", type=int, default=8, help="samples per prompt (G)")
+    parser.add_argument("--new-tokens", type=int, default=256, help="tokens generated per sample")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per side (median)")
+    args = parser.parse_args()
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    config = bench_config()
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(HFConfig(**config.to_hf_dict())).eval().float()
+    params = jax.device_put(hf_to_params(config, {k: v.numpy() for k, v in model.state_dict().items()},
+                                         abstract_params(config)))
+    inputs = prompts(config, np.random.default_rng(0))
+    device = f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}, {os.cpu_count()} cpu cores"
+    total_tokens = 2 * args.group * args.new_tokens
+    kw = dict(max_new_tokens=args.new_tokens, num_samples=args.group, temperature=1.0, top_p=0.95,
+              eos_token_ids=())
+
+    def ours(seed):
+        out = generate(config, params, **inputs, seed=seed, **kw)
+        assert out["tokens"].shape == (2 * args.group, args.new_tokens)
+
+    start = time.perf_counter()
+    ours(0)
+    first = time.perf_counter() - start
+    times = []
+    for seed in range(1, args.repeats + 1):
+        start = time.perf_counter()
+        ours(seed)
+        times.append(time.perf_counter() - start)
+    ours_s = statistics.median(times)
+
+    # The prefill share: the same call with one new token.
+    generate(config, params, **inputs, **{**kw, "max_new_tokens": 1})
+    start = time.perf_counter()
+    generate(config, params, **inputs, **{**kw, "max_new_tokens": 1})
+    prefill_s = time.perf_counter() - start
+
+    torch_inputs = {k: torch.as_tensor(v) for k, v in inputs.items()}
+    theirs_times = []
+    with torch.no_grad():
+        for seed in range(args.repeats):
+            torch.manual_seed(seed)
+            start = time.perf_counter()
+            out = model.generate(**torch_inputs, do_sample=True, temperature=1.0, top_p=0.95, top_k=0,
+                                 num_return_sequences=args.group, max_new_tokens=args.new_tokens,
+                                 min_new_tokens=args.new_tokens, pad_token_id=config.pad_token_id)
+            theirs_times.append(time.perf_counter() - start)
+            assert out.shape[0] == 2 * args.group
+    theirs_s = statistics.median(theirs_times)
+    print(json.dumps({
+        "bench": "rollout", "device": device, "prompts": 2, "group": args.group, "new_tokens": args.new_tokens,
+        "prompt_tokens": int(inputs["input_ids"].shape[1]),
+        "vtjax_tokens_per_s": round(total_tokens / ours_s, 1),
+        "transformers_tokens_per_s": round(total_tokens / theirs_s, 1),
+        "speedup": round(theirs_s / ours_s, 2), "vtjax_s": round(ours_s, 2), "transformers_s": round(theirs_s, 2),
+        "vtjax_prefill_s": round(prefill_s, 3), "vtjax_prefill_share": round(prefill_s / ours_s, 3),
+        "vtjax_compile_s": round(first - ours_s, 1),
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
