@@ -102,6 +102,11 @@ def _time(fn, args, iters: int) -> float:
     return statistics.median(times) * 1e3
 
 
+def _sig(x: float) -> float:
+    """Four significant digits (tiny CPU runs measure thousandths of a TFLOP/s)."""
+    return float(f"{x:.4g}")
+
+
 def _peak_bytes() -> int | None:
     stats = jax.devices()[0].memory_stats() or {}
     return stats.get("peak_bytes_in_use")
@@ -130,7 +135,7 @@ def run(quick: bool, impls, lengths, frames, iters: int) -> None:
                     continue
                 temp = compiled.memory_analysis()
                 total = flops * (3.5 if pass_name == "fwd+bwd" else 1.0) * batch
-                _emit(**labels, ms=round(ms, 3), tflops=round(total / (ms * 1e-3) / 1e12, 3),
+                _emit(**labels, ms=_sig(ms), tflops=_sig(total / (ms * 1e-3) / 1e12),
                       temp_bytes=None if temp is None else int(temp.temp_size_in_bytes),
                       device_peak_bytes=_peak_bytes())
 

@@ -3,6 +3,11 @@
 import jax.numpy as jnp
 import numpy as np
 
+# The interpreted kernels are big while loops that XLA:CPU spends most of a
+# test optimising; they run for milliseconds, so compile them cheaply
+# (pass as ``jax.jit(..., compiler_options=FAST_COMPILE)``).
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
 
 def relative_error(actual, expected) -> float:
     """Norm-wise relative error ||a - e|| / ||e||, computed in float64 on the host."""

@@ -1,6 +1,7 @@
 """vtjax.ops.attention(impl="pallas" | "cudnn") through vtjax.kernels.dispatch, and input checks."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -12,11 +13,11 @@ from vtjax.kernels.block_sizes import BlockSizes
 from vtjax.kernels.flash_attention import flash_attention
 from vtjax.ops.attention import attention
 
-from .conftest import random_qkv, relative_error, segments_from_lengths
+from .conftest import FAST_COMPILE, random_qkv, relative_error, segments_from_lengths
 
 
 def _value_and_grads(attend, q, k, v, cotangent):
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
     def run(q, k, v, cotangent):
         out, vjp = jax.vjp(attend, q, k, v)
         return (out, *vjp(cotangent))

@@ -11,6 +11,7 @@ segments, windows, padding and both head dims at a lower interpreter cost.
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,7 @@ import pytest
 from vtjax.kernels.block_sizes import BlockSizes
 from vtjax.kernels.flash_attention import flash_attention, reference_attention
 
-from .conftest import random_qkv, relative_error, segments_from_lengths
+from .conftest import FAST_COMPILE, random_qkv, relative_error, segments_from_lengths
 
 # Tiles per family for the interpreter: the GPU family loops inside a program
 # (cheap to interpret with tiny tiles); the TPU family runs one grid step per
@@ -93,7 +94,7 @@ PARAMS = [pytest.param(c, "gpu", id=f"{c.name}-gpu") for c in CASES] + [
 def _run(fn, q, k, v, cotangent):
     """Output and (dq, dk, dv), traced and compiled as one program (compiling
     op by op in eager mode would cost more than the kernels themselves)."""
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
     def value_and_grads(q, k, v, cotangent):
         out, vjp = jax.vjp(fn, q, k, v)
         return out, vjp(cotangent)

@@ -7,6 +7,8 @@ it can only stay finite if that region's tiles were never loaded into the
 computation of anyone else.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,14 +17,14 @@ import pytest
 from vtjax.kernels.block_sizes import BlockSizes
 from vtjax.kernels.flash_attention import flash_attention, reference_attention
 
-from .conftest import random_qkv, relative_error
+from .conftest import FAST_COMPILE, random_qkv, relative_error
 
 BLOCK = 16
 TILES = BlockSizes(block_q=BLOCK, block_k=BLOCK, block_q_dkv=BLOCK, block_k_dkv=BLOCK)
 
 
 def _value_and_grads(fn, q, k, v, cotangent):
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
     def run(q, k, v, cotangent):
         out, vjp = jax.vjp(fn, q, k, v)
         return (out, *vjp(cotangent))
@@ -66,7 +68,7 @@ def test_causal_never_touches_tiles_above_the_diagonal(backend):
         return flash_attention(q, k, v, causal=True, block_sizes=TILES, backend=backend,
                                interpret=True)
 
-    out = jax.jit(kernel)(q, _poison(k, last_tile), _poison(v, last_tile))
+    out = jax.jit(kernel, compiler_options=FAST_COMPILE)(q, _poison(k, last_tile), _poison(v, last_tile))
     want = reference_attention(q, k, v, causal=True)
     earlier = slice(0, 5 * BLOCK)
     assert bool(jnp.all(jnp.isfinite(out[:, earlier])))
