@@ -62,7 +62,7 @@ def make_train_step(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation,
 
     def step(state: TrainState, batch: TrainBatch):
         loss, target_tokens, grads = grads_fn(state.params, batch)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, new_opt = tx.update(grads, state.opt_state, state.params)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates = jax.tree_util.tree_map(lambda u: jnp.where(ok, u, jnp.zeros_like(u)), updates)
@@ -81,8 +81,14 @@ def make_train_step(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation,
     return step
 
 
-def jit_train_step(step_fn, state_shardings: TrainState, batch_shardings: TrainBatch, mesh: Mesh):
-    """``jax.jit`` with explicit in/out shardings and the state donated."""
+def jit_train_step(step_fn, state_shardings: TrainState, batch_shardings: TrainBatch, mesh: Mesh,
+                   compiler_options: dict | None = None):
+    """``jax.jit`` with explicit in/out shardings and the state donated.
+
+    ``compiler_options`` are XLA debug options for this program only (e.g. the
+    tests' ``{"xla_backend_optimization_level": 0}`` to compile faster on a CPU).
+    """
     replicated = NamedSharding(mesh, P())
     return jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings),
-                   out_shardings=(state_shardings, replicated), donate_argnums=0)
+                   out_shardings=(state_shardings, replicated), donate_argnums=0,
+                   compiler_options=compiler_options)
