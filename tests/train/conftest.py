@@ -92,3 +92,16 @@ def video_records(tmp_path_factory, tokenizer_json):  # noqa: F811
     path = root / "records.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in records))
     return os.fspath(path), os.fspath(root), tokenizer_json
+
+
+@pytest.fixture(scope="session")
+def records_overrides(video_records, tmp_path_factory):
+    """Overrides for configs/tiny_sft.py:records on the generated data, with one-line prompts
+    (the Video-Thinker prompts are ~400 tokens under the test tokenizer's tiny vocabulary)."""
+    records, root, tok = video_records
+    prompts = tmp_path_factory.mktemp("prompts")
+    (prompts / "system.txt").write_text("Answer.")
+    (prompts / "question.txt").write_text("{question}")
+    return {"data.train_files": records, "data.video_roots": root, "data.tokenizer": tok,
+            "data.system_prompt": os.fspath(prompts / "system.txt"),
+            "data.question_prompt": os.fspath(prompts / "question.txt")}
