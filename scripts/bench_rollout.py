@@ -87,6 +87,8 @@ def main() -> None:
     prefill_s = time.perf_counter() - start
 
     torch_inputs = {k: torch.as_tensor(v) for k, v in inputs.items()}
+    # transformers 4.51.3 expands this one as a list for num_return_sequences.
+    torch_inputs["second_per_grid_ts"] = inputs["second_per_grid_ts"].tolist()
     theirs_times = []
     with torch.no_grad():
         for seed in range(args.repeats):

@@ -15,17 +15,36 @@ def filter_logits(logits: jax.Array, *, temperature: float, top_k: int, top_p: f
     """
     logits = logits.astype(jnp.float32) / temperature
     if top_k > 0:
-        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]  # [N, 1]
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
+        top_values = jax.lax.top_k(logits, top_k)[0]  # [N, k] sorted, most likely first
+        logits = jnp.where(logits < top_values[:, -1:], -jnp.inf, logits)
     if top_p < 1.0:
-        order = jnp.argsort(-logits, axis=-1)  # [N, V] most likely first
-        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-        probs = jax.nn.softmax(sorted_logits, axis=-1)
-        before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly more likely tokens
-        keep_sorted = before < top_p
-        keep = jnp.zeros_like(keep_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(keep_sorted)
-        logits = jnp.where(keep, logits, -jnp.inf)
+        logits = jnp.where(logits < nucleus_cutoff(logits, top_p), -jnp.inf, logits)
     return logits
+
+
+def nucleus_cutoff(logits: jax.Array, top_p: float, iterations: int = 48) -> jax.Array:
+    """[N, 1] logit of the least likely token in each row's top-p nucleus.
+
+    The nucleus is the smallest set of most likely tokens holding ``top_p`` of the
+    mass, so its cutoff is the largest value v with mass(logits >= v) >= top_p.
+    Bisection on v finds it with O(V) work per iteration instead of a sort of the
+    vocabulary (slow on some backends); 48 halvings take the interval below float32
+    resolution, so only exact ties with the cutoff can differ from a sorted cut.
+    """
+    probs = jax.nn.softmax(logits, axis=-1)  # [N, V]; -inf entries have probability 0
+    finite = jnp.isfinite(logits)
+    lo = jnp.min(jnp.where(finite, logits, jnp.inf), axis=-1, keepdims=True)  # mass(>= lo) = 1
+    hi = jnp.max(logits, axis=-1, keepdims=True)  # the top token alone; mass(>= hi) may be < p
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        enough = jnp.sum(jnp.where(logits >= mid, probs, 0.0), axis=-1, keepdims=True) >= top_p
+        return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, iterations, halve, (lo, hi))
+    top_alone = jnp.sum(jnp.where(logits >= hi, probs, 0.0), axis=-1, keepdims=True) >= top_p
+    return jnp.where(top_alone, hi, lo)
 
 
 def choose_tokens(logits: jax.Array, keys: jax.Array, *, temperature: float, top_k: int, top_p: float):
