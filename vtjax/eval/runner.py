@@ -1,0 +1,120 @@
+"""``mode=eval``: a model answers a benchmark's questions; predictions, scores and a summary land in workdir.
+
+  python -m vtjax.main --config configs/tiny_eval.py --workdir DIR \\
+      --config.model.init_from=CKPT --config.eval.files=test.jsonl --config.eval.video_root=videos/
+
+For each annotation file (name = its file stem):
+
+  load (benchmarks.load_benchmark) -> skip ids already in
+  DIR/eval/predictions/<name>.jsonl (a rerun resumes) -> eval pipeline
+  (video decode, chat prompt, bucketed batches) -> compiled sampler ->
+  append each answer to the predictions file -> score_predictions ->
+  DIR/eval/scores/<name>.json; then DIR/eval/summary.md over all files.
+
+Every process runs every batch (params are sharded over the mesh, so the
+compiled sampler is one collective program); process 0 writes the files.
+Videos that cannot be decoded are skipped by the pipeline (within
+``data.max_bad_fraction``) and scored as wrong, listed under ``missing``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import jax
+
+from vtjax.data import pipeline
+from vtjax.eval import benchmarks, inference, report, scoring
+from vtjax.eval.config import validate_eval
+from vtjax.eval.predictions import PredictionStore
+
+log = logging.getLogger("vtjax.eval")
+
+
+def decoding_of(config) -> inference.Decoding:
+    e = config.eval
+    return inference.Decoding(max_new_tokens=e.max_new_tokens, temperature=e.temperature, top_p=e.top_p,
+                              top_k=e.top_k, seed=config.seed)
+
+
+def pipeline_config(config, batch_size: int) -> pipeline.PipelineConfig:
+    """Eval batching from ``config.data`` (buckets, workers, bad-video budget)."""
+    d = config.data
+    return pipeline.PipelineConfig(batch_size=batch_size, worker_count=d.worker_count,
+                                   length_buckets=tuple(d.length_buckets) or None,
+                                   patch_buckets=tuple(d.patch_buckets) or None,
+                                   max_bad_fraction=d.max_bad_fraction)
+
+
+def predict(model: inference.InferenceModel, records: list, store: PredictionStore, decoding: inference.Decoding,
+            pipe_cfg: pipeline.PipelineConfig, *, max_length: int = 16384, progress: bool = True,
+            desc: str = "eval") -> int:
+    """Generates answers for the records without a stored prediction; returns how many were added."""
+    pending = store.pending(records)
+    if not pending:
+        return 0
+    ds = pipeline.eval_pipeline(pending, model.tokenizer, model.prompts, pipe_cfg, video=model.video,
+                                max_length=max_length, process_index=0, process_count=1)
+    writer = jax.process_index() == 0
+    bar = None
+    if progress and writer:
+        from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+        bar = tqdm(total=len(pending), desc=desc, unit="question", dynamic_ncols=True)
+    added = 0
+    for batch in ds:
+        texts = inference.generate_texts(model, batch, decoding)
+        for uid, text, valid in zip(batch["record_id"], texts, batch["example_mask"]):
+            if valid and writer:
+                added += store.add(uid, text)
+        if bar is not None:
+            bar.update(int(batch["example_mask"].sum()))
+    if bar is not None:
+        bar.close()
+    return added
+
+
+def evaluate_items(model: inference.InferenceModel, items: list[dict], video_root: str, predictions_path: str,
+                   decoding: inference.Decoding, pipe_cfg: pipeline.PipelineConfig, *, max_length: int = 16384,
+                   progress: bool = True, desc: str = "eval") -> dict:
+    """Predicts (resuming from ``predictions_path``) and scores ``items`` (loader dicts); returns the metrics."""
+    store = PredictionStore(predictions_path)
+    records = benchmarks.to_records(items, video_root)
+    added = predict(model, records, store, decoding, pipe_cfg, max_length=max_length, progress=progress, desc=desc)
+    log.info("%s: %d new predictions, %d stored in %s", desc, added, len(store), predictions_path)
+    return scoring.score_predictions(items, store.outputs(), allow_missing=True)
+
+
+def without_items(metrics: dict) -> dict:
+    """The metrics without the per-record list (for logs and return values)."""
+    return {k: v for k, v in metrics.items() if k != "items"}
+
+
+def run(config, workdir: str) -> dict:
+    """Evaluates ``config`` (an ``eval_defaults`` ConfigDict); returns {name: metrics without items}."""
+    files = validate_eval(config)
+    e = config.eval
+    out = os.path.join(workdir, e.output_dir)
+    model = inference.load_model(config)
+    log.info("evaluating %s on %d file(s)", model.source, len(files))
+    results = {}
+    for path in files:
+        name = os.path.splitext(os.path.basename(path))[0]
+        items = benchmarks.load_benchmark(e.benchmark, path)
+        items = items[: e.limit] if e.limit else items
+        metrics = evaluate_items(model, items, e.video_root, os.path.join(out, "predictions", f"{name}.jsonl"),
+                                 decoding_of(config), pipeline_config(config, e.batch_size),
+                                 max_length=config.data.max_length, progress=e.progress_bar, desc=name)
+        if jax.process_index() == 0:
+            os.makedirs(os.path.join(out, "scores"), exist_ok=True)
+            with open(os.path.join(out, "scores", f"{name}.json"), "w", encoding="utf-8") as f:
+                json.dump({"source": model.source, **metrics}, f, indent=1)
+        results[name] = without_items(metrics)
+        log.info("%s: accuracy %.2f%%, format %.2f%% over %d", name, metrics["accuracy"], metrics["format_rate"],
+                 metrics["count"])
+    if jax.process_index() == 0:
+        text = report.write_summary(os.path.join(out, "summary.md"), results, title=f"Evaluation of {model.source}")
+        print(text)
+    return results
