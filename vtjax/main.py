@@ -21,7 +21,10 @@ from typing import Callable, Mapping
 from absl import app, flags
 from ml_collections import config_flags
 
-from vtjax.train import sft
+from vtjax.train import grpo, sft
+from vtjax import demo
+from vtjax import generate as generate_mode
+from vtjax.eval import runner as eval_runner
 from vtjax.train.config import ConfigError, close_matches, flat_keys
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/tiny_sft.py[:arg].",
@@ -29,7 +32,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and TensorBoard logs.")
 
 # mode -> trainer(config, workdir). GRPO, evaluation and generation register here as they land.
-TRAINERS: dict[str, Callable] = {"sft": sft.run}
+TRAINERS: dict[str, Callable] = {"sft": sft.run, "grpo": grpo.run}
+TRAINERS.update({"eval": eval_runner.run, "generate": generate_mode.run, "demo": demo.run})  # vtjax.eval, make demo
 
 
 def multihost_env(environ: Mapping[str, str]) -> bool:

@@ -1,0 +1,89 @@
+"""The GRPO experiment schema: the SFT fields plus ``rl``, with Video-Thinker's GRPO defaults.
+
+Defaults follow the paper (REFERENCE.md §1): KL beta 0.04, lr 5e-6, weight
+decay 0.01, max grad norm 5, batch 8 prompts; group size, temperature, top_p
+and completion length follow Video-R1 (G=8, 1.0, 0.95, 768).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from vtjax.rl import grpo as grpo_lib
+from vtjax.rl import rewards as rewards_lib
+from vtjax.train import config as config_lib
+from vtjax.train.config import ConfigError
+
+
+def grpo_defaults() -> ml_collections.ConfigDict:
+    c = config_lib.sft_defaults()
+    c.mode = "grpo"
+    c.train.batch_size = 8  # prompts per optimizer step (each sampled rl.group_size times)
+    c.train.lr = 5e-6  # peak learning rate (1e-5 collapsed in the paper's ablation)
+    c.train.weight_decay = 0.01  # decoupled weight decay
+    c.train.max_grad_norm = 5.0  # global-norm clipping
+    c.train.warmup_ratio = 0.0  # no warmup by default
+    c.train.num_steps = 2500  # the released checkpoint's step
+    c.checkpoint.every_steps = 100  # rollouts are costly: save more often than SFT
+
+    c.rl = ml_collections.ConfigDict()
+    c.rl.group_size = 8  # completions sampled per prompt (G)
+    c.rl.max_new_tokens = 768  # completion length cap
+    c.rl.temperature = 1.0  # sampling temperature of the rollouts
+    c.rl.top_p = 0.95  # nucleus filter of the rollouts (1.0 = off)
+    c.rl.top_k = 0  # top-k filter of the rollouts (0 = off)
+    c.rl.beta = 0.04  # weight of the k3 KL penalty against the starting policy (0 = no reference)
+    c.rl.clip_eps_low = 0.2  # ratio clip range [1 - low, 1 + high] (matters when num_iterations > 1)
+    c.rl.clip_eps_high = 0.2  # upper side of the clip range
+    c.rl.clip = True  # False: plain ratio * advantage, as Video-R1
+    c.rl.num_iterations = 1  # updates per batch of rollouts
+    c.rl.reward_weights = "accuracy=1.0,format=1.0"  # name=weight from vtjax.rl.rewards.REWARDS
+    c.rl.advantage_scale = "group"  # group | batch | none: what the centred reward is divided by
+    c.rl.advantage_eps = 1e-4  # added to the std
+    c.rl.loss_agg = "seq-mean-token-mean"  # seq-mean-token-mean | token-mean | seq-mean-token-sum-norm
+    return c
+
+
+def reward_weights(config) -> dict[str, float]:
+    """``"accuracy=1,format=0.5"`` -> {"accuracy": 1.0, "format": 0.5}, names checked."""
+    weights = {}
+    for item in config_lib.split_list(config.rl.reward_weights):
+        name, _, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError as e:
+            raise ConfigError(f"rl.reward_weights item {item!r} must be name=number") from e
+    unknown = sorted(set(weights) - set(rewards_lib.REWARDS))
+    if unknown or not weights:
+        raise ConfigError(f"rl.reward_weights={config.rl.reward_weights!r}: unknown or no reward names "
+                          f"{unknown}; registered: {sorted(rewards_lib.REWARDS)}")
+    return weights
+
+
+def validate(config, *, num_devices: int, process_count: int = 1) -> dict[str, int]:
+    """The SFT checks, then the rl fields; returns the mesh sizes."""
+    if process_count > 1:
+        raise ConfigError("GRPO runs on one host for now (rollouts gather prompts on the host); "
+                          "launch it on a single multi-device host")
+    r = config.rl
+    rows = config.train.batch_size * r.group_size
+    sft_view = config.copy_and_resolve_references()
+    with sft_view.unlocked():
+        sft_view.train.batch_size = rows  # the update runs over all completions
+    sizes = config_lib.validate(sft_view, num_devices=num_devices, process_count=process_count)
+    if r.group_size < 2 and r.advantage_scale == "group":
+        raise ConfigError(f"rl.group_size={r.group_size}: group advantages need at least 2 samples per prompt")
+    for name in ("max_new_tokens", "num_iterations"):
+        if r[name] < 1:
+            raise ConfigError(f"rl.{name}={r[name]} must be at least 1")
+    if r.temperature <= 0 or not 0 < r.top_p <= 1 or r.top_k < 0:
+        raise ConfigError(f"rl.temperature={r.temperature} must be > 0, rl.top_p={r.top_p} in (0, 1], "
+                          f"rl.top_k={r.top_k} >= 0")
+    if r.beta < 0 or r.clip_eps_low < 0 or r.clip_eps_high < 0:
+        raise ConfigError("rl.beta, rl.clip_eps_low and rl.clip_eps_high must be >= 0")
+    if r.advantage_scale not in grpo_lib.ADVANTAGE_SCALES:
+        raise ConfigError(f"rl.advantage_scale={r.advantage_scale!r} must be one of {grpo_lib.ADVANTAGE_SCALES}")
+    if r.loss_agg not in grpo_lib.AGGREGATIONS:
+        raise ConfigError(f"rl.loss_agg={r.loss_agg!r} must be one of {grpo_lib.AGGREGATIONS}")
+    reward_weights(config)
+    return sizes
