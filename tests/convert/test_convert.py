@@ -189,3 +189,18 @@ def test_failure_midway_leaves_nothing(hf_dirs, tmp_path, monkeypatch):
         run_cli("hf-to-orbax", "--hf-dir", hf_dirs[(False, "legacy")], "--out", tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_restore_places_params_in_the_mesh_sharding(hf_dirs, tmp_path):
+    from vtjax.convert import restore_params
+    from vtjax.train.sharding import make_mesh
+
+    assert run_cli("hf-to-orbax", "--hf-dir", hf_dirs[(False, "legacy")], "--out", tmp_path / "ckpt") == 0
+    mesh = make_mesh(fsdp=4, tensor=2)  # the 8 fake CPU devices of tests/conftest.py
+    params = restore_params(tmp_path / "ckpt", mesh=mesh)
+    q = params["layers"]["q_proj"]["kernel"]  # [layers, embed, heads, head_dim]
+    assert tuple(q.sharding.spec) == (None, "fsdp", "tensor", None)
+    assert q.addressable_shards[0].data.shape == (q.shape[0], q.shape[1] // 4, q.shape[2] // 2, q.shape[3])
+    _, reference = load_hf(hf_dirs[(False, "legacy")], progress=False)
+    for a, b in zip(__import__("jax").tree_util.tree_leaves(params), __import__("jax").tree_util.tree_leaves(reference)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))

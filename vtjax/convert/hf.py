@@ -119,7 +119,7 @@ def write_hf_files(config: Qwen25VLConfig, params, directory: Path, *, dtype: st
         if link.layer is not None:
             array = array[link.layer]
         bar.update(1)
-        return ours_to_hf(link, array, config).astype(np_dtype)
+        return ours_to_hf(link, array, config).astype(np_dtype, copy=False)
 
     weight_map = {}
     for fname, shard in zip(file_names, shards):

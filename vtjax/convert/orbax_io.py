@@ -27,6 +27,7 @@ from vtjax.models.qwen2_5_vl import Qwen25VLConfig, abstract_params, param_logic
 from vtjax.train.sharding import LOGICAL_RULES, shardings_for
 
 FORMAT = "vtjax-params"
+RESTORE_CONCURRENT_GB = 1  # bytes of checkpoint reads in flight at once
 VERSION = 1
 
 
@@ -73,11 +74,13 @@ def restore_params(ckpt_dir: str | os.PathLike, *, mesh: Mesh | None = None, rul
         raise CheckpointError(f"{ckpt_dir} stores scan_layers={stored.scan_layers} params; "
                               f"the config asks for scan_layers={config.scan_layers}")
     shapes = abstract_params(config.replace(param_dtype=stored.param_dtype))
-    checkpointer = ocp.StandardCheckpointer()
     if mesh is None:
         target = jax.tree_util.tree_map(lambda s: np.empty(s.shape, s.dtype), shapes)
-        return checkpointer.restore(ckpt_dir / "params", target)
-    shardings = shardings_for(param_logical_axes(config), shapes, mesh, rules)
-    target = jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                                    shapes, shardings)
-    return checkpointer.restore(ckpt_dir / "params", target)
+    else:
+        shardings = shardings_for(param_logical_axes(config), shapes, mesh, rules)
+        target = jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                                        shapes, shardings)
+    # At most ~1 GB of reads in flight: host memory stays near one copy of the params.
+    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(restore_concurrent_gb=RESTORE_CONCURRENT_GB))
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    return checkpointer.restore(ckpt_dir / "params", args=ocp.args.PyTreeRestore(target, restore_args=restore_args))

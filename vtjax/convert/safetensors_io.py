@@ -160,7 +160,7 @@ def write_safetensors(path: Path, specs: list[tuple[str, tuple[int, ...], np.dty
             array = np.ascontiguousarray(produce(name))
             if array.shape != shape or array.dtype != dtype:
                 raise CheckpointError(f"{name}: produced {array.shape} {array.dtype}, planned {shape} {dtype}")
-            f.write(array.tobytes())
+            f.write(memoryview(array.reshape(-1).view(np.uint8)))  # no bytes copy of the tensor
 
 
 def shard_file_names(count: int) -> Iterator[str]:
