@@ -24,12 +24,12 @@ from vtjax.eval.config import validate_generate
 from vtjax.rl import rewards
 
 log = logging.getLogger("vtjax.generate")
-_BLOCK_START = re.compile(r"\s*(?=<time>|<answer>)")
+_BLOCK_START = re.compile(r"\s*(<time>|<answer>)")
 
 
 def layout_trace(text: str) -> str:
     """The answer text with each ``<time>`` block and the ``<answer>`` starting a new line."""
-    return _BLOCK_START.sub("\n", text).strip()
+    return _BLOCK_START.sub(r"\n\1", text).strip()
 
 
 def ask(model: inference.InferenceModel, video: str, question: str, options=(), *,
