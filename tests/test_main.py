@@ -32,9 +32,10 @@ def test_cli_typo_and_unknown_mode_exit_with_a_message(tmp_path):
     typo = _run(f"--config={TINY}", f"--workdir={tmp_path}", "--config.train.lrr=1e-3")
     assert typo.returncode == 2
     assert "did you mean --config.train.lr" in typo.stderr
-    mode = _run(f"--config={TINY}", f"--workdir={tmp_path}", "--config.mode=grpo")
+    mode = _run(f"--config={TINY}", f"--workdir={tmp_path}", "--config.mode=distill")
     assert mode.returncode != 0
-    assert "registered modes: ['sft']" in mode.stderr
+    assert f"mode='distill' has no trainer; registered modes: {sorted(main.TRAINERS)}" in mode.stderr
+    assert "sft" in main.TRAINERS
     bad = _run(f"--config={TINY}", f"--workdir={tmp_path}", "--config.train.lr=-1.0")
     assert bad.returncode == 2
     assert "train.lr=-1.0 must be positive" in bad.stderr
