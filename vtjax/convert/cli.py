@@ -11,7 +11,8 @@ import jax
 
 from vtjax.convert.files import OutputExistsError, atomic_output_dir, copy_side_files
 from vtjax.convert.hf import MAX_SHARD_BYTES, load_hf, write_hf_files
-from vtjax.convert.orbax_io import read_checkpoint_config, restore_params, write_params_checkpoint
+from vtjax.convert.orbax_io import (ParamLeafReader, read_checkpoint_config, restore_params,
+                                    write_params_checkpoint)
 from vtjax.convert.safetensors_io import CheckpointError
 from vtjax.convert.verify import verify_against_transformers
 from vtjax.models.qwen2_5_vl import ConfigError
@@ -69,7 +70,8 @@ def hf_to_orbax(args) -> None:
 
 def orbax_to_hf(args) -> None:
     config = read_checkpoint_config(args.ckpt)
-    params = restore_params(args.ckpt)
+    # --verify runs the whole model, so it restores everything; otherwise one parameter at a time.
+    params = restore_params(args.ckpt) if args.verify else ParamLeafReader(args.ckpt)
     with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
         copy_side_files(args.ckpt, tmp)
         write_hf_files(config, params, tmp, dtype=args.dtype, max_shard_bytes=args.max_shard_size,

@@ -99,14 +99,19 @@ def save_hf(config: Qwen25VLConfig, params, out_dir: str | os.PathLike, *, dtype
 
 def write_hf_files(config: Qwen25VLConfig, params, directory: Path, *, dtype: str | None = None,
                    max_shard_bytes: int = MAX_SHARD_BYTES, progress: bool = True) -> None:
-    """The body of ``save_hf`` into an existing directory (no atomicity of its own)."""
+    """The body of ``save_hf`` into an existing directory (no atomicity of its own).
+
+    ``params`` is the pytree, or a callable ``path -> array`` (e.g. ``ParamLeafReader``)
+    asked for each parameter's layers consecutively, so it can hold one at a time.
+    """
     all_links = links(config)
-    first = np.asarray(_leaf(params, all_links[0].path))
-    np_dtype = np.dtype(jax.numpy.dtype(dtype)) if dtype else first.dtype
+    get = params if callable(params) else (lambda path: _leaf(params, path))
+    shapes = abstract_params(config)
+    np_dtype = np.dtype(jax.numpy.dtype(dtype or config.param_dtype))
     by_name = {l.hf_name: l for l in all_links}
     specs = []
     for link in all_links:
-        shape = tuple(np.shape(_leaf(params, link.path)))
+        shape = tuple(_leaf(shapes, link.path).shape)
         specs.append((link.hf_name, hf_shape(link, shape[1:] if link.layer is not None else shape, config),
                       np_dtype))
     shards = plan_shards(specs, max_shard_bytes)
@@ -115,7 +120,7 @@ def write_hf_files(config: Qwen25VLConfig, params, directory: Path, *, dtype: st
 
     def produce(name: str) -> np.ndarray:
         link = by_name[name]
-        array = np.asarray(_leaf(params, link.path))
+        array = np.asarray(get(link.path))
         if link.layer is not None:
             array = array[link.layer]
         bar.update(1)

@@ -84,3 +84,39 @@ def restore_params(ckpt_dir: str | os.PathLike, *, mesh: Mesh | None = None, rul
     checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(restore_concurrent_gb=RESTORE_CONCURRENT_GB))
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
     return checkpointer.restore(ckpt_dir / "params", args=ocp.args.PyTreeRestore(target, restore_args=restore_args))
+
+
+class ParamLeafReader:
+    """Restores one parameter at a time (the others are Orbax placeholders), keeping the last one.
+
+    ``reader(path)`` returns the numpy array at ``path``; with callers that ask for
+    each parameter's pieces consecutively, host memory holds about one parameter.
+    """
+
+    def __init__(self, ckpt_dir: str | os.PathLike):
+        self.directory = Path(ckpt_dir).absolute()
+        self.config = read_checkpoint_config(self.directory)
+        self.shapes = abstract_params(self.config)
+        self._checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
+        self._cached: tuple = (None, None)
+
+    def __call__(self, path: tuple[str, ...]) -> np.ndarray:
+        if self._cached[0] != tuple(path):
+            self._cached = (None, None)  # drop the previous parameter before reading the next
+            self._cached = (tuple(path), self._restore(tuple(path)))
+        return self._cached[1]
+
+    def _restore(self, path: tuple[str, ...]) -> np.ndarray:
+        def leaf(key_path, spec):
+            keys = tuple(k.key for k in key_path)
+            return np.empty(spec.shape, spec.dtype) if keys == path else ocp.PLACEHOLDER
+
+        target = jax.tree_util.tree_map_with_path(leaf, self.shapes)
+        args = jax.tree_util.tree_map(
+            lambda x: x if x is ocp.PLACEHOLDER else ocp.RestoreArgs(restore_type=np.ndarray), target,
+            is_leaf=lambda x: x is ocp.PLACEHOLDER)
+        restored = self._checkpointer.restore(self.directory / "params",
+                                              args=ocp.args.PyTreeRestore(target, restore_args=args))
+        for key in path:
+            restored = restored[key]
+        return restored
