@@ -149,7 +149,7 @@ def run(config, workdir: str) -> RunResult:
     logprobs_fn = batch_logprobs_fn(model_cfg, t.loss_chunk)
     update = jax.jit(make_grpo_step(model_cfg, tx, schedule, t, r), donate_argnums=0)
     logger = MetricsLogger(workdir, every_steps=config.log.every_steps, total_steps=total_steps,
-                           start_step=step, progress_bar=config.log.progress_bar)
+                           start_step=step, progress_bar=config.log.progress_bar, name="grpo")
     config_dict = config.to_dict()
     saved_step, status, scalars, skipped = latest, "done", {}, 0
     try:

@@ -22,7 +22,7 @@ class MetricsLogger:
     """Collects per-step scalars and writes interval means; a no-op on processes other than 0."""
 
     def __init__(self, workdir: str, *, every_steps: int, total_steps: int, start_step: int,
-                 progress_bar: bool = True):
+                 progress_bar: bool = True, name: str = "sft"):
         self.enabled = jax.process_index() == 0
         self.every_steps = every_steps
         self._sums: dict[str, float] = {}
@@ -37,7 +37,7 @@ class MetricsLogger:
         if progress_bar:
             from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
-            self.bar = tqdm(total=total_steps, initial=start_step, desc="sft", dynamic_ncols=True)
+            self.bar = tqdm(total=total_steps, initial=start_step, desc=name, dynamic_ncols=True)
 
     def step(self, step: int, scalars: dict[str, float]) -> dict[str, float] | None:
         """Records one step; at interval ends writes and returns the interval means."""
