@@ -214,6 +214,7 @@ def rollout_scalars(metrics, total, per_fn, rollout, rollout_s, update_s, iterat
     out.update(reward_mean=float(np.mean(total)), reward_std=float(np.std(total)),
                completion_length=float(np.mean(rollout["lengths"])), rollout_s=rollout_s, update_s=update_s,
                rollout_tokens_per_s=generated / max(rollout_s, 1e-9),
+               tokens_per_s=generated / max(rollout_s + update_s, 1e-9),  # completions per step second
                update_tokens_per_s=iterations * float(metrics["tokens"]) / max(update_s, 1e-9))
     for name, values in per_fn.items():
         out[f"reward_{name}"] = float(np.mean(values))
