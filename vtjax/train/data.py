@@ -56,10 +56,38 @@ def train_data(config, model_cfg: Qwen25VLConfig, mesh: Mesh):
                                seed=config.seed, num_examples=d.synthetic_examples, text=d.synthetic_text,
                                grid=tuple(d.synthetic_grid))
         return it, model_cfg, d.synthetic_examples
+    source = record_source(config, model_cfg, require_process=True)
+    model_cfg, tok, recs, prompts, video = (source.model_cfg, source.tokenizer, source.records,
+                                            source.prompts, source.video)
+    pipe_cfg = pipeline.PipelineConfig(
+        batch_size=t.batch_size // num_shards, seed=config.seed,
+        num_epochs=None if t.num_steps else t.num_epochs, worker_count=d.worker_count,
+        length_buckets=tuple(d.length_buckets) or None, patch_buckets=tuple(d.patch_buckets) or None,
+        max_bad_fraction=d.max_bad_fraction)
+    ds = pipeline.sft_pipeline(recs, tok, prompts, pipe_cfg, video=video, max_length=d.max_length,
+                               include_prompt_in_loss=d.include_prompt_in_loss,
+                               process_index=shard, process_count=num_shards)
+    return iter(ds), model_cfg, len(recs)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordSource:
+    """What every record-driven mode needs: the model config, tokenizer, records, prompts, video options."""
+
+    model_cfg: Qwen25VLConfig  # with the tokenizer's special ids adopted on a random init
+    tokenizer: tok_lib.Tokenizer
+    records: list  # validated Video-R1 records
+    prompts: chat.Prompts  # system prompt + question template
+    video: examples.VideoOptions  # frame count and pixel budget
+
+
+def record_source(config, model_cfg: Qwen25VLConfig, *, require_process: bool) -> RecordSource:
+    """Loads the tokenizer and records of ``config.data`` and checks them against the model."""
+    d = config.data
     tok = tok_lib.load_tokenizer(d.tokenizer or config.model.init_from)
     model_cfg = match_tokenizer(model_cfg, tok, adopt=not config.model.init_from)
     recs, problems = records.load_records(split_list(d.train_files), parse_video_roots(d.video_roots),
-                                          require_process=True)
+                                          require_process=require_process)
     pipeline.check_record_problems(problems, len(recs) + len(problems), d.max_bad_fraction)
     if not recs:
         raise ConfigError(f"data.train_files {d.train_files!r} hold no usable records")
@@ -67,17 +95,9 @@ def train_data(config, model_cfg: Qwen25VLConfig, mesh: Mesh):
     if d.system_prompt or d.question_prompt:
         prompts = chat.Prompts.load(d.system_prompt or _default(chat, "system"),
                                     d.question_prompt or _default(chat, "question"))
-    pipe_cfg = pipeline.PipelineConfig(
-        batch_size=t.batch_size // num_shards, seed=config.seed,
-        num_epochs=None if t.num_steps else t.num_epochs, worker_count=d.worker_count,
-        length_buckets=tuple(d.length_buckets) or None, patch_buckets=tuple(d.patch_buckets) or None,
-        max_bad_fraction=d.max_bad_fraction)
     video = dataclasses.replace(examples.VideoOptions(), nframes=d.nframes, max_pixels=d.max_pixels,
                                 min_pixels=d.min_pixels)
-    ds = pipeline.sft_pipeline(recs, tok, prompts, pipe_cfg, video=video, max_length=d.max_length,
-                               include_prompt_in_loss=d.include_prompt_in_loss,
-                               process_index=shard, process_count=num_shards)
-    return iter(ds), model_cfg, len(recs)
+    return RecordSource(model_cfg, tok, recs, prompts, video)
 
 
 def _default(chat_module, which: str) -> str:

@@ -11,23 +11,20 @@ step, so a resumed run draws the same rollouts an uninterrupted one would.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 
 import jax
 import numpy as np
 
-from vtjax.data import batching, chat, examples, pipeline, records
-from vtjax.data import tokenizer as tok_lib
+from vtjax.data import batching, pipeline
 from vtjax.rl import grpo as grpo_lib
 from vtjax.rl import rewards as rewards_lib
 from vtjax.sampling import generate
 from vtjax.train import grpo_config
 from vtjax.train.batch import data_shard
 from vtjax.train.checkpoint import Checkpointer
-from vtjax.train.config import ConfigError, parse_video_roots, split_list
-from vtjax.train.data import match_tokenizer
+from vtjax.train.data import record_source
 from vtjax.train.grpo_step import batch_logprobs_fn, make_grpo_step
 from vtjax.train.metrics import MetricsLogger
 from vtjax.train.optimizer import lr_schedule, make_optimizer, warmup_steps_for
@@ -84,29 +81,12 @@ def grpo_data(config, model_cfg, mesh):
                                   seed=config.seed, num_examples=d.synthetic_examples, text=d.synthetic_text,
                                   grid=tuple(d.synthetic_grid))
         return PromptIterator(inner), model_cfg, TokenIdText(), d.synthetic_examples
-    tok = tok_lib.load_tokenizer(d.tokenizer or config.model.init_from)
-    model_cfg = match_tokenizer(model_cfg, tok, adopt=not config.model.init_from)
-    recs, problems = records.load_records(split_list(d.train_files), parse_video_roots(d.video_roots))
-    pipeline.check_record_problems(problems, len(recs) + len(problems), d.max_bad_fraction)
-    if not recs:
-        raise ConfigError(f"data.train_files {d.train_files!r} hold no usable records")
-    prompts = chat.Prompts.video_thinker()
-    if d.system_prompt or d.question_prompt:
-        prompts = chat.Prompts.load(d.system_prompt or prompts_file("system"),
-                                    d.question_prompt or prompts_file("question"))
+    src = record_source(config, model_cfg, require_process=False)
     pipe_cfg = pipeline.PipelineConfig(batch_size=t.batch_size // num_shards, seed=config.seed, num_epochs=None,
                                        worker_count=d.worker_count, max_bad_fraction=d.max_bad_fraction)
-    video = dataclasses.replace(examples.VideoOptions(), nframes=d.nframes, max_pixels=d.max_pixels,
-                                min_pixels=d.min_pixels)
-    ds = pipeline.grpo_pipeline(recs, tok, prompts, pipe_cfg, video=video, max_length=d.max_length,
-                                process_index=shard, process_count=num_shards)
-    return iter(ds), model_cfg, tok, len(recs)
-
-
-def prompts_file(which: str) -> str:
-    import os  # pylint: disable=import-outside-toplevel
-
-    return os.path.join(chat.PROMPTS_DIR, f"video_thinker_{which}.txt")
+    ds = pipeline.grpo_pipeline(src.records, src.tokenizer, src.prompts, pipe_cfg, video=src.video,
+                                max_length=d.max_length, process_index=shard, process_count=num_shards)
+    return iter(ds), src.model_cfg, src.tokenizer, len(src.records)
 
 
 def completion_texts(tokenizer, tokens: np.ndarray, lengths: np.ndarray, stop_ids) -> list[str]:
