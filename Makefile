@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 # Two workers match the CI machine's two cores.
 PYTEST_WORKERS ?= 2
 
-.PHONY: test install bench clean
+.PHONY: test install bench clean demo
 
 # Install order matters: torch==2.13.0 first (a CPU wheel on the local wheel path;
 # any other torch spec pulls gigabytes of CUDA), then the transformers parity
@@ -22,6 +22,11 @@ install: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
+
+# A tiny Qwen2.5-VL learns the synthetic video task, SFT then GRPO; results in $(DEMO_WORKDIR)/report.md.
+DEMO_WORKDIR ?= workdir/demo
+demo: $(VENV)/.installed
+	$(PY) -m vtjax.main --config configs/demo.py --workdir $(DEMO_WORKDIR)
 
 bench: $(VENV)/.installed
 	$(PY) scripts/bench_forward.py
