@@ -106,7 +106,7 @@ def _common(c, demo, ds, prompts: tuple[str, str], init_from: str) -> None:
     c.data.max_pixels = demo.video.size ** 2
     c.data.min_pixels = 28 * 28
     c.data.max_length = 1024
-    c.data.length_buckets = (256, 320, 384, 512, 1024)  # few shapes: few compilations
+    c.data.length_buckets = (128, 160, 192, 224, 256, 320, 384, 512, 1024)  # few shapes, little padding
     c.train.loss_chunk = 128
     c.checkpoint.async_save = False
     c.log.every_steps = demo.log.every_steps

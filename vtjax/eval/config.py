@@ -37,7 +37,7 @@ def eval_defaults() -> ml_collections.ConfigDict:
     """All ``mode=eval`` fields with their defaults (Video-Thinker's evaluation settings)."""
     c = _inference_base("eval")
     c.eval = ml_collections.ConfigDict()
-    c.eval.benchmark = "video_r1"  # annotation format: video_r1 (Video-Thinker, synthetic) | video_holmes | cg_bench | vrbench
+    c.eval.benchmark = "video_r1"  # format: video_r1 (Video-Thinker, synthetic), video_holmes, cg_bench, vrbench
     c.eval.files = ""  # comma-separated annotation files of that format, each scored on its own
     c.eval.video_root = ""  # directory the annotations' video paths are relative to
     c.eval.limit = 0  # evaluate only the first N records of each file; 0 = all
