@@ -76,7 +76,7 @@ def get_config(arg: str = ""):
 
     c.log = ml_collections.ConfigDict()
     c.log.progress_bar = True  # tqdm bars for each stage
-    c.log.every_steps = 10  # TensorBoard / metrics.jsonl interval
+    c.log.every_steps = 5  # TensorBoard / metrics.jsonl interval (and points on the curves)
 
     if arg == "smoke":  # seconds: proves the stages connect, learns nothing
         c.data.num_train, c.data.num_test, c.data.workers = 8, 4, 1
