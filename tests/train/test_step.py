@@ -89,3 +89,28 @@ def test_nonfinite_loss_leaves_state_untouched(single_device):
     for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)):
         np.testing.assert_array_equal(a, b)
     assert int(state.step) == 1
+
+
+def test_frozen_vision_state_is_sharded_and_trains():
+    """train.freeze="vision" on (fsdp=4, tensor=2): moments sharded like their params, the ViT does not move."""
+    mesh = make_mesh(1, 4, 2)
+    fresh, step, batches = _setup(mesh, micro_batches=1, **{"train.freeze": "vision"})
+    state = fresh()
+    shardings = jax.tree_util.tree_leaves_with_path(jax.tree_util.tree_map(lambda x: x.sharding, state.params))
+    by_path = {jax.tree_util.keystr(p): s for p, s in shardings}
+    moments = 0
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state.opt_state):
+        name = jax.tree_util.keystr(path)
+        owner = [p for p in by_path if name.endswith(p)]
+        if owner and leaf.ndim:
+            moments += 1
+            assert leaf.sharding.is_equivalent_to(by_path[max(owner, key=len)], leaf.ndim), name
+        assert "['visual']['layers']" not in name, name  # frozen: no moments for the ViT blocks
+    assert moments > 0
+    start = jax.device_get(state.params)
+    for batch in batches:
+        state, metrics = step(state, batch)
+        assert np.isfinite(float(metrics["loss"]))
+    end = jax.device_get(state.params)
+    np.testing.assert_array_equal(end["visual"]["layers"]["qkv"]["kernel"], start["visual"]["layers"]["qkv"]["kernel"])
+    assert not np.array_equal(end["layers"]["mlp"]["gate_proj"]["kernel"], start["layers"]["mlp"]["gate_proj"]["kernel"])

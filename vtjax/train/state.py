@@ -67,10 +67,30 @@ def state_shardings(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation,
     shapes = shapes or abstract_state(model_cfg, tx)
     param_sh = shardings_for(param_logical_axes(model_cfg), shapes.params, mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
-    opt_sh = optax.tree_map_params(tx, lambda _, sh: sh, shapes.opt_state, param_sh,
-                                   transform_non_params=lambda _: replicated,
-                                   is_leaf=lambda x: isinstance(x, NamedSharding))
+    opt_sh = moment_shardings(shapes.opt_state, shapes.params, param_sh, replicated)
     return TrainState(step=replicated, params=param_sh, opt_state=opt_sh)
+
+
+def moment_shardings(opt_state, params, param_shardings, default: NamedSharding):
+    """A sharding for every optimizer-state leaf: that of the parameter it mirrors, else ``default``.
+
+    Optax moments (``mu``, ``nu``, ...) are trees shaped like the params, nested
+    in the state, so a moment's key path ends with its parameter's key path.
+    Matching paths (not tree structures) also covers masked and partitioned
+    optimizers, whose states hold ``MaskedNode`` in place of frozen params.
+    """
+    by_path = {tuple(path): (leaf.shape, sh) for (path, leaf), sh in zip(
+        jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(param_shardings))}
+    depth = max((len(p) for p in by_path), default=0)
+
+    def pick(path, leaf):
+        for start in range(max(0, len(path) - depth), len(path)):
+            shape, sh = by_path.get(tuple(path[start:]), (None, None))
+            if sh is not None and shape == leaf.shape:
+                return sh
+        return default
+
+    return jax.tree_util.tree_map_with_path(pick, opt_state)
 
 
 def with_shardings(shapes: TrainState, shardings: TrainState) -> TrainState:
