@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vtjax.ops.linear import flat_dot_general
+
 INIT_STD = 0.02  # transformers' initializer_range for Qwen2.5-VL
 
 
@@ -19,14 +21,15 @@ def dense(features, axes: Sequence[str | None], *, name: str, use_bias: bool, dt
           contract_axes=-1) -> nn.DenseGeneral:
     """DenseGeneral whose kernel has logical ``axes`` (inputs..., outputs...).
 
-    The bias takes the output part of ``axes``.
+    The bias takes the output part of ``axes``. The product runs as one 2-D
+    matmul (``ops.linear.flat_dot_general``): leading activation axes folded.
     """
     features = tuple(features) if isinstance(features, (tuple, list)) else (features,)
     return nn.DenseGeneral(
         features=features, axis=contract_axes, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
         kernel_init=nn.with_logical_partitioning(nn.initializers.normal(INIT_STD), tuple(axes)),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, tuple(axes[-len(features):])),
-        name=name)
+        dot_general=flat_dot_general, name=name)
 
 
 class SwiGLU(nn.Module):

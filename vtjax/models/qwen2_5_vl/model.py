@@ -111,6 +111,6 @@ class Qwen25VL(nn.Module):
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """LM head: [..., E] -> [..., vocab] (tied to the embedding when configured)."""
-        if self.config.text.tie_word_embeddings:
-            return self.embed_tokens.attend(hidden)
+        if self.config.text.tie_word_embeddings:  # one 2-D matmul, as in ops.linear.flat_dot_general
+            return self.embed_tokens.attend(hidden.reshape(-1, hidden.shape[-1])).reshape(*hidden.shape[:-1], -1)
         return self.lm_head(hidden)
