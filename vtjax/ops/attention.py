@@ -18,6 +18,7 @@ GQA never materialises repeated K/V: queries are grouped as
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -99,33 +100,81 @@ def _check_shapes(q, k, v, segment_ids) -> None:
         raise ValueError(f"segment_ids {segment_ids.shape} must be [B, L] = {q.shape[:2]}")
 
 
-def _masked_softmax_values(logits, mask, v_blocks, out_spec):
-    """Softmax over the last axis of float32 ``logits`` under ``mask``, times V.
+def masked_softmax(logits: jax.Array, mask: jax.Array) -> jax.Array:
+    """Softmax over the last axis of float32 ``logits`` where ``mask`` (broadcastable bool) holds.
 
-    Rows whose mask is all False give exactly zero.
+    Masked entries get probability 0; rows whose mask is all False give exactly zero.
     """
     logits = jnp.where(mask, logits, _MASK_VALUE)
     row_max = jnp.max(logits, axis=-1, keepdims=True)
     probs = jnp.where(mask, jnp.exp(logits - row_max), 0.0)
     denom = jnp.sum(probs, axis=-1, keepdims=True)
-    probs = probs / jnp.where(denom == 0.0, 1.0, denom)
-    return jnp.einsum(out_spec, probs.astype(v_blocks.dtype), v_blocks)
+    return probs / jnp.where(denom == 0.0, 1.0, denom)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _attend(q, k, v, mask, scale):
+    """Masked softmax attention on canonical layouts; ``...`` are shared batch axes.
+
+    q: [..., G, Lq, D] (G query heads per kv head); k, v: [..., Lk, D];
+    mask: bool, broadcastable to [..., G, Lq, Lk]. Returns [..., G, Lq, D].
+
+    Every product is a batched matmul contracting one minor axis. The backward
+    pass is flash attention's closed form (``dlogits = p * (dp - delta)`` with
+    ``delta = sum(dout * out)``: one reduction over D, none over the scores),
+    and forms the key/value gradients transposed, ``dk^T = q^T dlogits``, so the
+    only transposes are of the small [.., L, D] operands, never of the scores.
+    """
+    return _attend_fwd(q, k, v, mask, scale)[0]
+
+
+def _attend_fwd(q, k, v, mask, scale):
+    logits = jnp.einsum("...gqd,...kd->...gqk", q, k, preferred_element_type=jnp.float32) * scale
+    probs = masked_softmax(logits, mask).astype(v.dtype)  # [..., G, Lq, Lk]
+    out = jnp.einsum("...gqk,...kd->...gqd", probs, v)  # [..., G, Lq, D]
+    return out, (q, k, v, probs, out)
+
+
+def _transposed_grad(rows, scores):
+    """``rows^T scores`` over the (G, Lq) rows, as [..., Lk, D]: ``(rows^T)`` is [..., D, G*Lq].
+
+    The barrier keeps XLA from folding the small transpose into the matmul,
+    which would instead transpose the [..., G*Lq, Lk] scores.
+    """
+    *batch, g, lq, d = rows.shape
+    rows_t = jax.lax.optimization_barrier(jnp.swapaxes(rows.reshape(*batch, g * lq, d), -1, -2))
+    grad_t = jnp.einsum("...dq,...qk->...dk", rows_t, scores.reshape(*batch, g * lq, scores.shape[-1]),
+                        preferred_element_type=jnp.float32)  # [..., D, Lk]
+    return jnp.swapaxes(grad_t, -1, -2)
+
+
+def _attend_bwd(scale, residuals, d_out):
+    q, k, v, probs, out = residuals
+    d_probs = jnp.einsum("...gqd,...kd->...gqk", d_out, v, preferred_element_type=jnp.float32)
+    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+    d_logits = (probs.astype(jnp.float32) * (d_probs - delta) * scale).astype(q.dtype)  # [..., G, Lq, Lk]
+    d_q = jnp.einsum("...gqk,...kd->...gqd", d_logits, k, preferred_element_type=jnp.float32)
+    d_k = _transposed_grad(q, d_logits)
+    d_v = _transposed_grad(d_out, probs)
+    return d_q.astype(q.dtype), d_k.astype(k.dtype), d_v.astype(v.dtype), None
+
+
+_attend.defvjp(_attend_fwd, _attend_bwd)
 
 
 def _xla_dense(q, k, v, causal, segment_ids, scale):
     """O(L^2) reference path: one score matrix per (batch, head)."""
     b, length, hq, d = q.shape
     hkv = k.shape[2]
-    q_grouped = q.reshape(b, length, hkv, hq // hkv, d)  # [B, L, Hkv, G, D]
-    logits = jnp.einsum("bqhgd,bkhd->bhgqk", q_grouped, k,
-                        preferred_element_type=jnp.float32) * scale  # [B, Hkv, G, Lq, Lk]
+    q_grouped = q.reshape(b, length, hkv, hq // hkv, d).transpose(0, 2, 3, 1, 4)  # [B, Hkv, G, L, D]
     mask = jnp.ones((b, length, length), dtype=bool)
     if segment_ids is not None:
         mask = (segment_ids[:, :, None] == segment_ids[:, None, :]) & (segment_ids[:, :, None] != 0)
     if causal:
         mask = mask & jnp.tril(jnp.ones((length, length), dtype=bool))[None]
-    out = _masked_softmax_values(logits, mask[:, None, None], v, "bhgqk,bkhd->bqhgd")
-    return out.reshape(b, length, hq, d).astype(q.dtype)
+    out = _attend(q_grouped, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask[:, None, None],
+                  scale)  # [B, Hkv, G, L, D]
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, length, hq, d).astype(q.dtype)
 
 
 def _xla_banded(q, k, v, causal, segment_ids, block, scale):
@@ -165,12 +214,11 @@ def _xla_banded(q, k, v, causal, segment_ids, block, scale):
     pos_k = jnp.arange(-block, padded + block).reshape(num_blocks + 2, block)
     pos_k = jnp.concatenate([pos_k[:-2], pos_k[1:-1], pos_k[2:]], axis=1)  # [nb, 3C]
 
-    logits = jnp.einsum("bnqhgd,bnkhd->bnhgqk", q_blocks, k_band,
-                        preferred_element_type=jnp.float32) * scale  # [B, nb, Hkv, G, C, 3C]
     mask = (seg_q[..., :, None] == seg_k[..., None, :]) & (seg_q[..., :, None] != 0)
     if causal:
         mask = mask & (pos_k[:, None, :] <= pos_q[:, :, None])[None]
-    out = _masked_softmax_values(logits, mask[:, :, None, None], v_band,
-                                 "bnhgqk,bnkhd->bnqhgd")  # [B, nb, C, Hkv, G, D]
-    out = out.reshape(b, padded, hq, d)[:, :length]
+    out = _attend(q_blocks.transpose(0, 1, 3, 4, 2, 5),  # [B, nb, Hkv, G, C, D]
+                  k_band.transpose(0, 1, 3, 2, 4), v_band.transpose(0, 1, 3, 2, 4),  # [B, nb, Hkv, 3C, D]
+                  mask[:, :, None, None], scale)  # [B, nb, Hkv, G, C, D]
+    out = out.transpose(0, 1, 4, 2, 3, 5).reshape(b, padded, hq, d)[:, :length]
     return out.astype(q.dtype)
