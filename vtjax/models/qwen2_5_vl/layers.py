@@ -45,7 +45,18 @@ class SwiGLU(nn.Module):
         kw = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
         gate = dense(self.hidden, ("embed", "mlp"), name="gate_proj", **kw)(x)  # [..., F]
         up = dense(self.hidden, ("embed", "mlp"), name="up_proj", **kw)(x)  # [..., F]
-        return dense(x.shape[-1], ("mlp", "embed"), name="down_proj", **kw)(nn.silu(gate) * up)
+        return dense(x.shape[-1], ("mlp", "embed"), name="down_proj", **kw)(gated(gate, up))
+
+
+@jax.checkpoint
+def gated(gate: jax.Array, up: jax.Array) -> jax.Array:
+    """``silu(gate) * up`` ([..., F] each), recomputed in the backward pass.
+
+    Only ``gate`` and ``up`` are kept for the backward pass instead of four
+    [..., F] intermediates (sigmoid, silu, product...): less memory to write
+    and read back, for a few elementwise ops of recompute.
+    """
+    return nn.silu(gate) * up
 
 
 _REMAT_POLICIES: dict[str, Callable | None] = {
