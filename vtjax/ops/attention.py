@@ -152,6 +152,7 @@ def _attend_bwd(scale, residuals, d_out):
     q, k, v, probs, out = residuals
     d_probs = jnp.einsum("...gqd,...kd->...gqk", d_out, v, preferred_element_type=jnp.float32)
     delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+    delta = jax.lax.optimization_barrier(delta)  # [..., G, Lq, 1]; unfused from the dp matmul (slow on XLA:CPU)
     d_logits = (probs.astype(jnp.float32) * (d_probs - delta) * scale).astype(q.dtype)  # [..., G, Lq, Lk]
     d_q = jnp.einsum("...gqk,...kd->...gqd", d_logits, k, preferred_element_type=jnp.float32)
     d_k = _transposed_grad(q, d_logits)
