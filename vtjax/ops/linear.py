@@ -11,6 +11,7 @@ and the products are the same, so numerics do not change.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -38,8 +39,36 @@ def flat_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precisio
         return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                                    preferred_element_type=preferred_element_type)
     n = len(dimension_numbers[0][0])
+    return _flat_matmul(lhs, rhs, n, precision, preferred_element_type)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _flat_matmul(lhs, rhs, n, precision, preferred_element_type):
+    """[..., K1..Kn] x [K1..Kn, F...] as one [N, K] x [K, F] matmul.
+
+    The custom VJP keeps ``lhs`` itself as the residual (not its 2-D reshape),
+    so projections of one activation (q/k/v, gate/up) share a single saved
+    copy, also when scanned layers stack their residuals.
+    """
     lead, contract, features = lhs.shape[:lhs.ndim - n], rhs.shape[:n], rhs.shape[n:]
     out = jnp.dot(lhs.reshape(math.prod(lead), math.prod(contract)),  # [N, K]
                   rhs.reshape(math.prod(contract), math.prod(features)),  # [K, F]
                   precision=precision, preferred_element_type=preferred_element_type)  # [N, F]
     return out.reshape(*lead, *features)
+
+
+def _flat_matmul_fwd(lhs, rhs, n, precision, preferred_element_type):
+    return _flat_matmul(lhs, rhs, n, precision, preferred_element_type), (lhs, rhs)
+
+
+def _flat_matmul_bwd(n, precision, preferred_element_type, residuals, d_out):
+    lhs, rhs = residuals
+    k = math.prod(rhs.shape[:n])
+    lhs2, rhs2 = lhs.reshape(-1, k), rhs.reshape(k, -1)  # [N, K], [K, F]
+    d_out2 = d_out.reshape(lhs2.shape[0], rhs2.shape[1])  # [N, F]
+    d_lhs = jnp.dot(d_out2, rhs2.T, precision=precision, preferred_element_type=jnp.float32)
+    d_rhs = jnp.dot(lhs2.T, d_out2, precision=precision, preferred_element_type=jnp.float32)
+    return d_lhs.reshape(lhs.shape).astype(lhs.dtype), d_rhs.reshape(rhs.shape).astype(rhs.dtype)
+
+
+_flat_matmul.defvjp(_flat_matmul_fwd, _flat_matmul_bwd)
