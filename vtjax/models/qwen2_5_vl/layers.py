@@ -52,8 +52,8 @@ class SwiGLU(nn.Module):
 def gated(gate: jax.Array, up: jax.Array) -> jax.Array:
     """``silu(gate) * up`` ([..., F] each), recomputed in the backward pass.
 
-    Only ``gate`` and ``up`` are kept for the backward pass instead of four
-    [..., F] intermediates (sigmoid, silu, product...): less memory to write
+    Only ``gate`` and ``up`` are kept for the backward pass, not also three
+    [..., F] intermediates of silu: less memory to write
     and read back, for a few elementwise ops of recompute.
     """
     return nn.silu(gate) * up
