@@ -8,6 +8,12 @@ sides so machine load affects both alike.
 
   python scripts/bench_train.py                # batch 4 x (189 text + 64 video tokens), 8-frame 112px videos
   python scripts/bench_train.py --rounds 5 --steps 5
+  taskset -c 1 python scripts/bench_train.py --threads 1 --rounds 5 --steps 5   # shared machine
+
+2026-11-21, shared 2-core CPU VM, one thread per side: vtjax 1.24-1.27 steps/s,
+transformers 1.11-1.15, ratio 1.10-1.14 (0.61-0.73 before the XLA:CPU fixes
+listed in docs/training.md). Both sides use the library defaults (scanned
+layers, remat "none" as set below, loss_chunk 512).
 """
 
 from __future__ import annotations
