@@ -148,12 +148,25 @@ def _transposed_grad(rows, scores):
     return jnp.swapaxes(grad_t, -1, -2)
 
 
+def _probs_grad_minus_delta(d_out, out, v):
+    """``dp - delta`` ([..., G, Lq, Lk] float32): ``dp = dout v^T``, ``delta = sum(dout * out)`` per row.
+
+    Computed as one matmul of ``[dout, delta]`` against ``[v, -1]``: XLA:CPU
+    would otherwise fuse the delta reduction into the dp matmul's epilogue,
+    which then runs ~2x slower (it re-reduces per score).
+    """
+    # A contraction, not sum(dout * out): XLA:CPU's fused reduce over a short minor axis is ~10x slower.
+    delta = jnp.einsum("...d,...d->...", d_out, out, preferred_element_type=jnp.float32)[..., None]
+    d_out_aug = jnp.concatenate([d_out.astype(jnp.float32), delta], axis=-1)  # [..., G, Lq, D+1]
+    v_aug = jnp.concatenate([v.astype(jnp.float32), -jnp.ones((*v.shape[:-1], 1), jnp.float32)],
+                            axis=-1)  # [..., Lk, D+1]
+    return jnp.einsum("...gqd,...kd->...gqk", d_out_aug, v_aug, preferred_element_type=jnp.float32)
+
+
 def _attend_bwd(scale, residuals, d_out):
     q, k, v, probs, out = residuals
-    d_probs = jnp.einsum("...gqd,...kd->...gqk", d_out, v, preferred_element_type=jnp.float32)
-    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
-    delta = jax.lax.optimization_barrier(delta)  # [..., G, Lq, 1]; unfused from the dp matmul (slow on XLA:CPU)
-    d_logits = (probs.astype(jnp.float32) * (d_probs - delta) * scale).astype(q.dtype)  # [..., G, Lq, Lk]
+    d_shifted = _probs_grad_minus_delta(d_out, out, v)  # [..., G, Lq, Lk]
+    d_logits = (probs.astype(jnp.float32) * d_shifted * scale).astype(q.dtype)  # [..., G, Lq, Lk]
     d_q = jnp.einsum("...gqk,...kd->...gqd", d_logits, k, preferred_element_type=jnp.float32)
     d_k = _transposed_grad(q, d_logits)
     d_v = _transposed_grad(d_out, probs)
