@@ -45,18 +45,19 @@ class SwiGLU(nn.Module):
         kw = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
         gate = dense(self.hidden, ("embed", "mlp"), name="gate_proj", **kw)(x)  # [..., F]
         up = dense(self.hidden, ("embed", "mlp"), name="up_proj", **kw)(x)  # [..., F]
-        return dense(x.shape[-1], ("mlp", "embed"), name="down_proj", **kw)(gated(gate, up))
+        down = dense(x.shape[-1], ("mlp", "embed"), name="down_proj", **kw)
+        return nn.remat(gated_down)(down, gate, up)  # [..., E]
 
 
-@jax.checkpoint
-def gated(gate: jax.Array, up: jax.Array) -> jax.Array:
-    """``silu(gate) * up`` ([..., F] each), recomputed in the backward pass.
+def gated_down(down: nn.Module, gate: jax.Array, up: jax.Array) -> jax.Array:
+    """``down(silu(gate) * up)`` ([..., F] each -> [..., E]); run under ``nn.remat``.
 
-    Only ``gate`` and ``up`` are kept for the backward pass, not also three
-    [..., F] intermediates of silu: less memory to write
-    and read back, for a few elementwise ops of recompute.
+    Only ``gate`` and ``up`` are kept for the backward pass, which recomputes
+    ``silu(gate) * up`` (also the down projection's saved input) instead of
+    keeping four [..., F] intermediates: less memory to write and read back
+    (stacked over scanned layers), for a few elementwise ops of recompute.
     """
-    return nn.silu(gate) * up
+    return down(nn.silu(gate) * up)
 
 
 _REMAT_POLICIES: dict[str, Callable | None] = {
