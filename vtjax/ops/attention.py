@@ -105,11 +105,21 @@ def masked_softmax(logits: jax.Array, mask: jax.Array) -> jax.Array:
 
     Masked entries get probability 0; rows whose mask is all False give exactly zero.
     """
+    return _masked_softmax_lse(logits, mask)[0]
+
+
+def _masked_softmax_lse(logits, mask):
+    """``(probs, lse)``: masked softmax of [..., Lk] float32 logits and its row log-normaliser [..., 1].
+
+    ``lse`` is 0 on rows with nothing visible, whose probabilities are all 0.
+    """
     logits = jnp.where(mask, logits, _MASK_VALUE)
     row_max = jnp.max(logits, axis=-1, keepdims=True)
     probs = jnp.where(mask, jnp.exp(logits - row_max), 0.0)
     denom = jnp.sum(probs, axis=-1, keepdims=True)
-    return probs / jnp.where(denom == 0.0, 1.0, denom)
+    empty = denom == 0.0
+    lse = jnp.where(empty, 0.0, row_max + jnp.log(jnp.where(empty, 1.0, denom)))
+    return probs / jnp.where(empty, 1.0, denom), lse
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -124,15 +134,21 @@ def _attend(q, k, v, mask, scale):
     ``delta = sum(dout * out)``: one reduction over D, none over the scores),
     and forms the key/value gradients transposed, ``dk^T = q^T dlogits``, so the
     only transposes are of the small [.., L, D] operands, never of the scores.
+    The probabilities are recomputed from the saved row log-normaliser rather
+    than kept: one more q k^T matmul instead of an [..., G, Lq, Lk] residual
+    (written, stacked over scanned layers, read back).
     """
     return _attend_fwd(q, k, v, mask, scale)[0]
 
 
+def _logits(q, k, scale):
+    return jnp.einsum("...gqd,...kd->...gqk", q, k, preferred_element_type=jnp.float32) * scale
+
+
 def _attend_fwd(q, k, v, mask, scale):
-    logits = jnp.einsum("...gqd,...kd->...gqk", q, k, preferred_element_type=jnp.float32) * scale
-    probs = masked_softmax(logits, mask).astype(v.dtype)  # [..., G, Lq, Lk]
-    out = jnp.einsum("...gqk,...kd->...gqd", probs, v)  # [..., G, Lq, D]
-    return out, (q, k, v, probs, out)
+    probs, lse = _masked_softmax_lse(_logits(q, k, scale), mask)  # [..., G, Lq, Lk], [..., G, Lq, 1]
+    out = jnp.einsum("...gqk,...kd->...gqd", probs.astype(v.dtype), v)  # [..., G, Lq, D]
+    return out, (q, k, v, mask, lse, out)
 
 
 def _transposed_grad(rows, scores):
@@ -164,7 +180,8 @@ def _probs_grad_minus_delta(d_out, out, v):
 
 
 def _attend_bwd(scale, residuals, d_out):
-    q, k, v, probs, out = residuals
+    q, k, v, mask, lse, out = residuals
+    probs = jnp.where(mask, jnp.exp(_logits(q, k, scale) - lse), 0.0).astype(v.dtype)  # [..., G, Lq, Lk]
     d_shifted = _probs_grad_minus_delta(d_out, out, v)  # [..., G, Lq, Lk]
     d_logits = (probs.astype(jnp.float32) * d_shifted * scale).astype(q.dtype)  # [..., G, Lq, Lk]
     d_q = jnp.einsum("...gqk,...kd->...gqd", d_logits, k, preferred_element_type=jnp.float32)
