@@ -10,9 +10,10 @@ sides so machine load affects both alike.
   python scripts/bench_train.py --rounds 5 --steps 5
   taskset -c 1 python scripts/bench_train.py --threads 1 --rounds 5 --steps 5   # shared machine
 
-2026-11-21, shared 2-core CPU VM, one thread per side: vtjax 1.24-1.27 steps/s,
-transformers 1.11-1.15, ratio 1.10-1.14 (0.61-0.73 before the XLA:CPU fixes
-listed in docs/training.md). Both sides use the library defaults (scanned
+2026-11-21, shared 2-core CPU VM, one thread per side (the taskset command
+above, three runs): vtjax 1.38-1.39 steps/s, transformers 1.13-1.15, ratio
+1.21-1.23 (0.61-0.73 before the XLA:CPU fixes listed in docs/training.md).
+Both sides use the library defaults (scanned
 layers, remat "none" as set below, loss_chunk 512).
 """
 
