@@ -32,6 +32,11 @@ def get_config(arg: str = ""):
     c.data.distractors = 3  # wrong options naming objects that are in the video
     c.data.min_duration_s = 4  # video length range in seconds (4 fps: 16-32 frames)
     c.data.max_duration_s = 6
+    c.data.object_size = 0.1  # object half-width as a fraction of the frame side (a quadrant is 0.5)
+    c.data.move_prob = 0.6  # chance that an object living >= 3 s moves once to another quadrant
+    c.data.colours = 8  # palette size: objects take the first `colours` of 8 colours (>= max_objects)
+    c.data.sequential = False  # objects take turns on screen, one at a time
+    c.data.option_order = "shuffled"  # or "palette": options in a fixed order, so a letter names a colour
     c.data.question_kinds = QUESTION_KINDS  # which of the 10 kinds are asked (docs/synthetic.md)
     c.data.workers = 2  # processes rendering videos
     c.data.cache_dir = ""  # where datasets are cached; "" = workdir/data
@@ -52,6 +57,7 @@ def get_config(arg: str = ""):
     c.model.vision_depth = 2  # ViT blocks (the last one attends over whole frames)
     c.model.vision_heads = 2  # ViT heads
     c.model.vision_intermediate = 128  # ViT MLP width
+    c.model.freeze = "vision"  # SFT and GRPO keep the random ViT fixed (a random feature extractor; see docs/demo.md)
 
     c.sft = ml_collections.ConfigDict()
     c.sft.batch_size = 8  # examples per step

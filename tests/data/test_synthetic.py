@@ -218,6 +218,47 @@ def test_tokenizer_round_trips_with_single_id_specials(dataset):
     assert len(tok.encode(r["process"])) < len(r["process"]) / 2  # it learned merges of the task's words
 
 
+TURNS = dataclasses.replace(TINY, num_train=80, min_objects=4, max_objects=4, distractors=3, colours=4,
+                            sequential=True, option_order="palette", min_duration_s=4, max_duration_s=7,
+                            question_kinds=("first_appear", "last_appear", "count_total"))
+
+
+def test_sequential_scenes_take_turns_in_a_palette():
+    recs = synthetic.generate_records(TURNS, "train")
+    for r in recs:
+        objs, d = r["scene"]["objects"], r["scene"]["duration"]
+        assert {o["colour"] for o in objs} == {"red", "green", "blue", "yellow"}  # the first 4 colours, each once
+        spans = sorted((o["start"], o["end"]) for o in objs)
+        assert spans[0][0] == 0 and spans[-1][1] == d  # the screen is never empty ...
+        assert all(a[1] == b[0] and b[1] - b[0] >= 1 for a, b in zip(spans, spans[1:]))  # ... nor shared
+        assert all(o["move_to"] is None for o in objs)
+        want = _expected_answer(r)  # the independent rules still hold
+        assert dict((o[0], o[3:]) for o in r["options"])[r["solution"][8]] == want
+
+
+def test_palette_option_order_fixes_what_a_letter_means():
+    recs = synthetic.generate_records(TURNS, "train")
+    colour_of = {"A": "red", "B": "green", "C": "blue", "D": "yellow"}
+    for r in recs:
+        texts = [o[3:] for o in r["options"]]
+        if r["question_type"] == "count_total":
+            assert texts == sorted(texts, key=int)
+        else:
+            assert [t.split()[0] for t in texts] == list(colour_of.values())
+            assert _expected_answer(r).split()[0] == colour_of[r["solution"][8]]
+    letters = [r["solution"][8] for r in recs if r["question_type"] != "count_total"]
+    assert len(set(letters)) == 4  # every letter is used: the answer still depends on the video
+
+
+def test_object_size_knob_scales_the_drawn_shapes():
+    scene = synthetic.scene_lib.Scene(4, (synthetic.scene_lib.SceneObject("red", "square", 0, 4, "top left"),))
+    for half in (0.1, 0.2):
+        frame = synthetic.scene_lib.render_frames(scene, fps=1, size=112, half_size=half)[0]
+        red = (np.abs(frame.astype(int) - PALETTE["red"]).max(-1) <= 40).sum()
+        side = 2 * 0.85 * half * 112  # a square's side is 1.7 half-widths
+        assert abs(red - side * side) <= 4 * side, (half, red)
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match="question_kinds"):
         synthetic.SyntheticConfig(question_kinds=("colour_of_sky",))
@@ -225,5 +266,13 @@ def test_config_errors():
         synthetic.SyntheticConfig(min_objects=3, max_objects=2)
     with pytest.raises(ValueError, match="min_duration_s"):
         synthetic.SyntheticConfig(min_duration_s=2)
+    with pytest.raises(ValueError, match="colours"):
+        synthetic.SyntheticConfig(colours=3, max_objects=4)
+    with pytest.raises(ValueError, match="sequential"):
+        synthetic.SyntheticConfig(sequential=True, min_duration_s=3, max_objects=4)
+    with pytest.raises(ValueError, match="option_order"):
+        synthetic.SyntheticConfig(option_order="alphabetical")
+    with pytest.raises(ValueError, match="object_size"):
+        synthetic.SyntheticConfig(object_size=0.3)
     with pytest.raises(ValueError, match="split="):
         synthetic.generate_records(TINY, "val")

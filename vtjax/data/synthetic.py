@@ -39,6 +39,7 @@ DATA_SOURCE = "synthetic"
 REASONING_TAGS = ("<time>", "</time>", "<caption>", "</caption>", "<think>", "</think>", "<answer>", "</answer>")
 LETTERS = "ABCD"
 _MAX_SCENES = 200  # scene draws per record before giving up
+OPTION_ORDERS = ("shuffled", "palette")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,11 @@ class SyntheticConfig:
     max_duration_s: int = 8
     fps: int = 4  # frames per second; min_duration_s * fps must cover the frames a model samples (16)
     size: int = 112  # frame height = width, pixels (a multiple of 28 avoids resizing)
+    object_size: float = scene_lib.HALF_SIZE  # object half-width / frame side (a quadrant is 0.5; <= 0.25)
     move_prob: float = 0.6  # chance that an object living >= 3 s moves once
+    colours: int = len(scene_lib.COLOURS)  # palette size: objects take the first `colours` colours (>= max_objects)
+    sequential: bool = False  # objects take turns on screen, one at a time, in equal slots (no moves)
+    option_order: str = "shuffled"  # "shuffled", or "palette": a fixed canonical order (see option_sort_key)
     question_kinds: tuple[str, ...] = tuple(questions.QUESTION_KINDS)  # kinds to ask, uniformly
     crf: int = 12  # H.264 quality (lower: closer colours, bigger files)
     vocab_size: int = 512  # sentencepiece vocabulary (256 byte pieces + specials + merges)
@@ -71,6 +76,16 @@ class SyntheticConfig:
                              f"{self.min_duration_s}, {self.max_duration_s}.")
         if self.max_duration_s >= 100 * 60:
             raise ValueError("max_duration_s must stay below 100 minutes (MM:SS time stamps).")
+        if not self.max_objects <= self.colours <= len(scene_lib.COLOURS):
+            raise ValueError(f"colours={self.colours} must lie in [max_objects={self.max_objects}, "
+                             f"{len(scene_lib.COLOURS)}]: every object in a video has its own colour.")
+        if self.sequential and self.min_duration_s < self.max_objects:
+            raise ValueError(f"sequential scenes give each object >= 1 s: min_duration_s={self.min_duration_s} "
+                             f"< max_objects={self.max_objects}.")
+        if self.option_order not in OPTION_ORDERS:
+            raise ValueError(f"option_order={self.option_order!r}; use one of {OPTION_ORDERS}.")
+        if not 0.02 <= self.object_size <= 0.25:
+            raise ValueError(f"object_size={self.object_size} must lie in [0.02, 0.25] (an object fits its quadrant).")
         if self.size < 28 or self.fps < 1:
             raise ValueError(f"size={self.size} must be >= 28 and fps={self.fps} >= 1.")
 
@@ -99,7 +114,12 @@ def make_record(config: SyntheticConfig, split: str, index: int) -> dict:
     for attempt in range(_MAX_SCENES):
         duration = int(rng.integers(config.min_duration_s, config.max_duration_s + 1))
         n = int(rng.integers(config.min_objects, config.max_objects + 1))
-        scene = scene_lib.random_scene(rng, num_objects=n, duration=duration, move_prob=config.move_prob)
+        colours = scene_lib.palette(config.colours)
+        if config.sequential:
+            scene = scene_lib.sequential_scene(rng, num_objects=n, duration=duration, colours=colours)
+        else:
+            scene = scene_lib.random_scene(rng, num_objects=n, duration=duration, move_prob=config.move_prob,
+                                           colours=colours)
         if attempt >= _MAX_SCENES // 2:  # this config rarely supports `kind`: take any kind
             kind = kinds[int(rng.integers(len(kinds)))]
         q = questions.ask(scene, rng, kind, config.distractors)
@@ -109,7 +129,10 @@ def make_record(config: SyntheticConfig, split: str, index: int) -> dict:
         raise RuntimeError(f"no scene supported the question kinds {kinds} in {_MAX_SCENES} tries; "
                            "allow more objects, longer videos or more kinds.")
     texts = [q.correct, *q.wrong]
-    order = rng.permutation(len(texts))
+    if config.option_order == "palette":
+        order = np.asarray(sorted(range(len(texts)), key=lambda i: option_sort_key(texts[i])))
+    else:
+        order = rng.permutation(len(texts))
     options = [f"{LETTERS[i]}. {texts[j]}" for i, j in enumerate(order)]
     answer = LETTERS[int(np.flatnonzero(order == 0)[0])]
     return {
@@ -129,6 +152,24 @@ def make_record(config: SyntheticConfig, split: str, index: int) -> dict:
     }
 
 
+def option_sort_key(text: str) -> tuple:
+    """Canonical option order: objects by palette colour then shape, numbers ascending, quadrants, other text.
+
+    With ``option_order="palette"`` a letter always stands for the same colour
+    (A = red, B = green, ...), so a model answers by seeing, not by looking an
+    object name up in the option list.
+    """
+    colour, _, shape = text.partition(" ")
+    names = list(scene_lib.COLOURS)
+    if colour in names and shape in scene_lib.SHAPES:
+        return (0, names.index(colour), scene_lib.SHAPES.index(shape), "")
+    if text.isdigit():
+        return (1, int(text), 0, "")
+    if text in scene_lib.REGIONS:
+        return (2, scene_lib.REGIONS.index(text), 0, "")
+    return (3, 0, 0, text)
+
+
 def generate_records(config: SyntheticConfig, split: str) -> list[dict]:
     """All records of a split, in index order."""
     if split not in SPLITS:
@@ -139,7 +180,8 @@ def generate_records(config: SyntheticConfig, split: str) -> list[dict]:
 
 def render_record_video(record: dict, config: SyntheticConfig) -> np.ndarray:
     """uint8 [duration * fps, size, size, 3] frames of a record's scene."""
-    return scene_lib.render_frames(scene_lib.Scene.from_json(record["scene"]), config.fps, config.size)
+    return scene_lib.render_frames(scene_lib.Scene.from_json(record["scene"]), config.fps, config.size,
+                                  config.object_size)
 
 
 def _write_videos(job: tuple[list[dict], SyntheticConfig, str]) -> int:

@@ -31,7 +31,7 @@ BACKGROUND = (25, 25, 25)
 SHAPES = ("circle", "square", "triangle")
 REGIONS = ("top left", "top right", "bottom left", "bottom right")
 CENTRES = {"top left": (0.25, 0.25), "top right": (0.75, 0.25), "bottom left": (0.25, 0.75), "bottom right": (0.75, 0.75)}
-HALF_SIZE = 0.1  # object half-width as a fraction of the frame side
+HALF_SIZE = 0.1  # default object half-width as a fraction of the frame side (a quadrant is 0.5 wide)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,22 +92,30 @@ def _distinct_ends(rng: np.random.Generator, starts: Sequence[int], duration: in
     return ends
 
 
+def palette(size: int) -> tuple[str, ...]:
+    """The first ``size`` colour names of COLOURS: the colours a dataset draws its objects from."""
+    if not 1 <= size <= len(COLOURS):
+        raise ValueError(f"a palette holds 1 to {len(COLOURS)} colours, got {size}.")
+    return tuple(COLOURS)[:size]
+
+
 def random_scene(
-    rng: np.random.Generator, *, num_objects: int, duration: int, move_prob: float, max_tries: int = 50
+    rng: np.random.Generator, *, num_objects: int, duration: int, move_prob: float,
+    colours: Sequence[str] = tuple(COLOURS), max_tries: int = 50
 ) -> Scene:
     """A random scene with `num_objects` objects (fewer if they cannot fit after `max_tries`)."""
     if duration < 3:
         raise ValueError(f"duration={duration} s is too short; scenes need at least 3 s.")
     for attempt in range(max_tries * 2):
         n = num_objects if attempt < max_tries else max(1, num_objects - 1 - (attempt - max_tries) // 10)
-        n = min(n, duration - 1, len(COLOURS))
+        n = min(n, duration - 1, len(colours))
         starts = sorted(int(s) for s in rng.choice(duration - 1, size=n, replace=False))
         ends = _distinct_ends(rng, starts, duration)
         if ends is None:
             continue
-        colours = [str(c) for c in rng.choice(list(COLOURS), size=n, replace=False)]
+        chosen = [str(c) for c in rng.choice(list(colours), size=n, replace=False)]
         objects, placed = [], []  # placed: (start, end, {quadrants})
-        for s, e, colour in zip(starts, ends, colours):
+        for s, e, colour in zip(starts, ends, chosen):
             busy = set().union(*[q for (s2, e2, q) in placed if s2 < e and s < e2])
             free = [r for r in REGIONS if r not in busy]
             if not free:
@@ -128,6 +136,24 @@ def random_scene(
     raise RuntimeError(f"could not place {num_objects} objects in a {duration} s scene; lower num_objects.")
 
 
+def sequential_scene(
+    rng: np.random.Generator, *, num_objects: int, duration: int, colours: Sequence[str] = tuple(COLOURS)
+) -> Scene:
+    """Objects take turns: object k alone on screen over [b_k, b_k+1), b_k = round(k * duration / n) s.
+
+    Each has its own colour and a random shape and quadrant, and does not move:
+    the order of appearance is the whole story.
+    """
+    n = min(num_objects, len(colours))
+    if duration < n:
+        raise ValueError(f"duration={duration} s is too short for {n} objects taking turns (1 s each at least).")
+    bounds = [round(k * duration / n) for k in range(n + 1)]
+    chosen = [str(c) for c in rng.choice(list(colours), size=n, replace=False)]
+    objects = tuple(SceneObject(colour, str(rng.choice(SHAPES)), bounds[k], bounds[k + 1], str(rng.choice(REGIONS)))
+                    for k, colour in enumerate(chosen))
+    return Scene(duration, objects)
+
+
 def _shape_mask(shape: str, xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, h: float) -> np.ndarray:
     dx, dy = xs - cx, ys - cy
     if shape == "circle":
@@ -139,13 +165,18 @@ def _shape_mask(shape: str, xs: np.ndarray, ys: np.ndarray, cx: float, cy: float
     raise ValueError(f"unknown shape {shape!r}; use one of {SHAPES}.")
 
 
-def render_frames(scene: Scene, fps: int, size: int) -> np.ndarray:
-    """uint8 [duration * fps, size, size, 3]: frame i shows the scene at time i / fps."""
+def render_frames(scene: Scene, fps: int, size: int, half_size: float = HALF_SIZE) -> np.ndarray:
+    """uint8 [duration * fps, size, size, 3]: frame i shows the scene at time i / fps.
+
+    ``half_size`` is an object's half-width as a fraction of the side; up to 0.1
+    a moving object never touches another one, larger objects may brush past
+    others while moving diagonally (later objects are drawn on top).
+    """
     n = scene.duration * fps
     frames = np.empty((n, size, size, 3), np.uint8)  # [T, H, W, 3]
     for ch, v in enumerate(BACKGROUND):  # per channel: numpy broadcasts a 3-vector slowly
         frames[..., ch] = v
-    h = HALF_SIZE * size
+    h = half_size * size
     for i in range(n):
         t = i / fps
         for obj in scene.objects:

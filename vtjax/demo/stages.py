@@ -32,7 +32,9 @@ def dataset(demo, workdir: str) -> synthetic.SyntheticDataset:
     cfg = synthetic.SyntheticConfig(
         seed=demo.seed, num_train=d.num_train, num_test=d.num_test, min_objects=d.min_objects,
         max_objects=d.max_objects, distractors=d.distractors, min_duration_s=d.min_duration_s,
-        max_duration_s=d.max_duration_s, size=demo.video.size, question_kinds=tuple(d.question_kinds))
+        max_duration_s=d.max_duration_s, size=demo.video.size, object_size=d.object_size, move_prob=d.move_prob,
+        colours=d.colours, sequential=d.sequential, option_order=d.option_order,
+        question_kinds=tuple(d.question_kinds))
     if d.min_duration_s * cfg.fps < demo.video.nframes:
         raise ValueError(f"data.min_duration_s={d.min_duration_s} at {cfg.fps} fps has fewer frames than "
                          f"video.nframes={demo.video.nframes}; lengthen the videos or sample fewer frames")
@@ -122,6 +124,7 @@ def sft_config(demo, ds, prompts: tuple[str, str], init_from: str):
     c.train.num_epochs = s.num_epochs
     c.train.lr = s.lr
     c.train.warmup_steps = s.warmup_steps
+    c.train.freeze = demo.model.freeze
     c.train.end_lr_ratio = 0.1
     c.train.weight_decay = 0.0
     c.checkpoint.every_steps = 1000
@@ -139,6 +142,7 @@ def grpo_config(demo, ds, prompts: tuple[str, str], init_from: str):
     c.train.batch_size = g.batch_size
     c.train.num_steps = g.num_steps
     c.train.lr = g.lr
+    c.train.freeze = demo.model.freeze
     c.rl.group_size = g.group_size
     c.rl.temperature = g.temperature
     c.rl.top_p = g.top_p
