@@ -60,8 +60,9 @@ def test_architecture_is_a_valid_qwen25vl_with_the_tokenizer_ids(tmp_path):
                                  extra_texts=["x"])
     tok = tok_lib.load_tokenizer(ds.tokenizer_path)
     cfg = stages.architecture(demo_config(), tok)
-    assert cfg.text.hidden_size == 128 and cfg.text.head_dim == 32
-    assert sum(cfg.text.mrope_section) == cfg.text.head_dim // 2 and cfg.text.mrope_section == (4, 6, 6)
+    assert cfg.text.hidden_size == 128 and cfg.text.head_dim == 16  # 8 heads
+    # mRoPE splits head_dim / 2 = 8 frequencies as 1/4 temporal, then the rest halved: (2, 3, 3)
+    assert sum(cfg.text.mrope_section) == cfg.text.head_dim // 2 and cfg.text.mrope_section == (2, 3, 3)
     assert cfg.text.vocab_size % 64 == 0 and cfg.text.vocab_size >= tok.vocab_size
     assert cfg.video_token_id == tok.token_to_id("<|video_pad|>") and cfg.eos_token_id == tok.token_to_id("<|im_end|>")
     assert cfg.vision.out_hidden_size == cfg.text.hidden_size
