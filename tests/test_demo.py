@@ -85,3 +85,19 @@ def test_report_rows_and_reward_change():
     log = [{"step": i, "reward_mean": r} for i, r in enumerate([0.2, 0.4, 0.6, 0.8, 1.0, 1.2])]
     assert report.reward_change(log) == pytest.approx((0.3, 1.1))
     assert all(np.isnan(report.reward_change([])))
+
+
+def test_stage_configs_carry_the_demo_knobs():
+    from types import SimpleNamespace
+
+    demo = demo_config()
+    with demo.unlocked():
+        demo.sft.b2, demo.grpo.lr = 0.9, 1e-5  # values no default has, so a dropped field shows
+    ds = SimpleNamespace(train_path="/d/train.jsonl", video_root="/d/videos")
+    sft = stages.sft_config(demo, ds, ("sys", "{question}"), "/init")
+    assert (sft.train.b2, sft.train.lr, sft.train.batch_size, sft.train.num_epochs) == (
+        0.9, demo.sft.lr, demo.sft.batch_size, demo.sft.num_epochs)
+    assert sft.train.freeze == "vision" and sft.model.init_from == "/init"
+    assert sft.data.nframes == demo.video.nframes and sft.data.max_pixels == demo.video.size ** 2
+    grpo = stages.grpo_config(demo, ds, ("sys", "{question}"), "/sft_params")
+    assert (grpo.train.lr, grpo.rl.group_size, grpo.rl.beta) == (1e-5, demo.grpo.group_size, demo.grpo.beta)

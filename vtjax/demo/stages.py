@@ -124,6 +124,7 @@ def sft_config(demo, ds, prompts: tuple[str, str], init_from: str):
     c.train.num_epochs = s.num_epochs
     c.train.lr = s.lr
     c.train.warmup_steps = s.warmup_steps
+    c.train.b2 = s.b2
     c.train.freeze = demo.model.freeze
     c.train.end_lr_ratio = 0.1
     c.train.weight_decay = 0.0
