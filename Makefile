@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
 
 # A tiny Qwen2.5-VL learns the synthetic video task, SFT then GRPO; results in $(DEMO_WORKDIR)/report.md.

@@ -49,7 +49,7 @@ def write_random_checkpoint(config: Qwen25VLConfig, directory: Path, dtype: np.d
 
     shards = plan_shards(specs, MAX_SHARD_BYTES)
     weight_map = {}
-    for fname, shard in zip(shard_file_names(len(shards)), shards):
+    for fname, shard in zip(shard_file_names(len(shards)), shards, strict=True):
         write_safetensors(directory / fname, shard, produce)
         weight_map.update({n: fname for n, _, _ in shard})
     total = sum(int(np.prod(s)) * d.itemsize for _, s, d in specs)

@@ -110,12 +110,12 @@ def main() -> None:
         v_inputs = video_inputs(config, frames, args.text_tokens, rng)
         vision = prepare_inputs(config, **v_inputs).vision
         apply(params["visual"], vision).block_until_ready()
-        ours = statistics.median(timed(lambda: apply(params["visual"], vision).block_until_ready(), args.repeats))
+        ours = statistics.median(timed(lambda vision=vision: apply(params["visual"], vision).block_until_ready(), args.repeats))
         pixels = torch.as_tensor(v_inputs["pixel_values_videos"])
         grid = torch.as_tensor(v_inputs["video_grid_thw"])
         with torch.no_grad():
             model.visual(pixels, grid_thw=grid)
-            theirs = statistics.median(timed(lambda: model.visual(pixels, grid_thw=grid), args.repeats))
+            theirs = statistics.median(timed(lambda pixels=pixels, grid=grid: model.visual(pixels, grid_thw=grid), args.repeats))
         line[f"vtjax_ms_{frames}f"] = round(1e3 * ours, 1)
         line[f"transformers_ms_{frames}f"] = round(1e3 * theirs, 1)
     lo, hi = args.frames

@@ -202,5 +202,5 @@ def test_restore_places_params_in_the_mesh_sharding(hf_dirs, tmp_path):
     assert tuple(q.sharding.spec) == (None, "fsdp", "tensor", None)
     assert q.addressable_shards[0].data.shape == (q.shape[0], q.shape[1] // 4, q.shape[2] // 2, q.shape[3])
     _, reference = load_hf(hf_dirs[(False, "legacy")], progress=False)
-    for a, b in zip(__import__("jax").tree_util.tree_leaves(params), __import__("jax").tree_util.tree_leaves(reference)):
+    for a, b in zip(__import__("jax").tree_util.tree_leaves(params), __import__("jax").tree_util.tree_leaves(reference), strict=True):
         assert np.array_equal(np.asarray(a), np.asarray(b))

@@ -73,7 +73,7 @@ def _sft(recs, tok, **cfg):
 
 
 def _ids(batches):
-    return [rid for b in batches for rid, ok in zip(b["record_id"], b["example_mask"]) if ok]
+    return [rid for b in batches for rid, ok in zip(b["record_id"], b["example_mask"], strict=True) if ok]
 
 
 def test_sft_over_mixed_good_and_bad_inputs(dataset, tok, caplog):
@@ -120,7 +120,7 @@ def _run(ds, n=None):
 
 def _assert_same(a, b):
     assert len(a) == len(b)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert x.keys() == y.keys()
         for k in x:
             if isinstance(x[k], np.ndarray):

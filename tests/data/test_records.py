@@ -61,7 +61,7 @@ def test_each_bad_record_is_reported_with_file_and_line(tmp_path):
     recs, problems = records.load_records(path, {"STAR": str(tmp_path)})
     assert [r.uid for r in recs] == ["mixed.jsonl:1", f"mixed.jsonl:{len(lines)}"]
     assert len(problems) == len(BAD) + 1
-    for (raw, message), problem, line in zip(BAD, problems, range(2, len(BAD) + 2)):
+    for (_raw, message), problem, line in zip(BAD, problems, range(2, len(BAD) + 2), strict=True):
         assert problem.location == f"{path}:{line}"
         assert message in problem.reason, (message, problem.reason)
     assert "invalid JSON" in problems[-1].reason and problems[-1].location.endswith(f":{len(BAD) + 2}")

@@ -87,7 +87,7 @@ def test_eval_matches_direct_generation_and_resumes(tiny_data, tiny_ckpt, tmp_pa
                              pad_id=tok.pad_id)
     hf, _ = batching.model_inputs(batch)
     out = generate(cfg, params, **hf, max_new_tokens=MAX_NEW, eos_token_ids=tok.eos_ids)
-    for row, tokens, n in zip(rows, out["tokens"], out["lengths"]):
+    for row, tokens, n in zip(rows, out["tokens"], out["lengths"], strict=True):
         ids = [int(t) for t in tokens[:n] if int(t) not in tok.eos_ids]
         assert row["output"] == tok.decode(ids, skip_special_tokens=True)
 

@@ -38,7 +38,7 @@ def test_pallas_impl_matches_xla_impl(causal, max_segment_len):
             return attention(q, k, v, causal=causal, segment_ids=seg,
                              max_segment_len=max_segment_len, impl=impl)
         results[impl] = _value_and_grads(attend, q, k, v, cotangent)
-    for name, got, want in zip(("out", "dq", "dk", "dv"), results["pallas"], results["xla"]):
+    for name, got, want in zip(("out", "dq", "dk", "dv"), results["pallas"], results["xla"], strict=True):
         assert relative_error(got, want) <= 1e-5, name
 
 

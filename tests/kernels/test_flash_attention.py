@@ -124,7 +124,7 @@ def test_matches_reference(case: Case, backend):
 
     assert out.shape == q.shape and out.dtype == q.dtype
     tol = TOLERANCE[case.dtype]
-    for name, got, want in zip(("out", "dq", "dk", "dv"), (out, *grads), (ref_out, *ref_grads)):
+    for name, got, want in zip(("out", "dq", "dk", "dv"), (out, *grads), (ref_out, *ref_grads), strict=True):
         assert got.dtype == case.dtype, name
         assert bool(jnp.all(jnp.isfinite(f32(got)))), f"{name} has NaN/inf"
         err = relative_error(got, want)

@@ -53,7 +53,7 @@ def test_other_segments_never_touch_a_poisoned_segment(backend, max_segment_len)
     clean = _value_and_grads(lambda q, k, v: reference_attention(q, k, v, seg, causal=False),
                              q, k, v, cotangent)
     keep = np.r_[0:2 * BLOCK, 4 * BLOCK:length]
-    for name, a, b in zip(("out", "dq", "dk", "dv"), got, clean):
+    for name, a, b in zip(("out", "dq", "dk", "dv"), got, clean, strict=True):
         assert bool(jnp.all(jnp.isfinite(a[:, keep]))), f"{name}: a poisoned tile was visited"
         assert relative_error(a[:, keep], b[:, keep]) <= 1e-5, name
 

@@ -118,6 +118,6 @@ def test_every_parameter_has_logical_axes():
     flat_specs = jax.tree_util.tree_leaves(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
     flat_shapes = jax.tree_util.tree_leaves(shapes)
     assert len(flat_specs) == len(flat_shapes)
-    for spec, shape in zip(flat_specs, flat_shapes):
+    for spec, shape in zip(flat_specs, flat_shapes, strict=True):
         assert isinstance(spec, jax.sharding.PartitionSpec) and len(spec) == len(shape.shape)
     assert specs["layers"]["q_proj"]["kernel"] == jax.sharding.PartitionSpec("layers", "embed", "heads", "head_dim")

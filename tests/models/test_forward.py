@@ -77,10 +77,10 @@ def test_scan_and_loop_layouts_agree():
     reference = forward(CONFIG, scanned, **inputs)
     loop_config = CONFIG.replace(scan_layers=False)
     unstacked = {k: v for k, v in scanned.items() if k not in ("layers", "visual")}
-    unstacked.update({f"layers_{i}": jax.tree_util.tree_map(lambda x: x[i], scanned["layers"])
+    unstacked.update({f"layers_{i}": jax.tree_util.tree_map(lambda x, i=i: x[i], scanned["layers"])
                       for i in range(CONFIG.text.num_hidden_layers)})
     visual = {k: v for k, v in scanned["visual"].items() if k != "layers"}
-    visual.update({f"layers_{i}": jax.tree_util.tree_map(lambda x: x[i], scanned["visual"]["layers"])
+    visual.update({f"layers_{i}": jax.tree_util.tree_map(lambda x, i=i: x[i], scanned["visual"]["layers"])
                    for i in range(CONFIG.vision.depth)})
     unstacked["visual"] = visual
     np.testing.assert_allclose(forward(loop_config, unstacked, **inputs), reference, atol=1e-5)
@@ -98,7 +98,7 @@ def test_remat_policies_leave_gradients_unchanged():
 
     g_plain = jax.grad(loss)(scanned, CONFIG)
     g_remat = jax.grad(loss)(scanned, remat_config)
-    for a, b in zip(jax.tree_util.tree_leaves(g_plain), jax.tree_util.tree_leaves(g_remat)):
+    for a, b in zip(jax.tree_util.tree_leaves(g_plain), jax.tree_util.tree_leaves(g_remat), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 

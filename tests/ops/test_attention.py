@@ -73,7 +73,7 @@ def test_banded_gradients_match_dense():
 
     g_dense = jax.grad(loss, argnums=(0, 1, 2))(q, k, v, None)
     g_band = jax.grad(loss, argnums=(0, 1, 2))(q, k, v, 8)
-    for a, b in zip(g_dense, g_band):
+    for a, b in zip(g_dense, g_band, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
@@ -108,9 +108,9 @@ def test_gradients_match_autodiff_reference(causal, hq, hkv):
 
     expected = jax.grad(loss(lambda q, k, v: autodiff_attention(q, k, v, causal, seg)), (0, 1, 2))(q, k, v)
     for max_len_arg in (None, max_len):
-        got = jax.grad(loss(lambda q, k, v: attention(q, k, v, causal=causal, segment_ids=seg,
-                                                      max_segment_len=max_len_arg)), (0, 1, 2))(q, k, v)
-        for a, e in zip(got, expected):
+        got = jax.grad(loss(lambda q, k, v, m=max_len_arg: attention(q, k, v, causal=causal, segment_ids=seg,
+                                                                   max_segment_len=m)), (0, 1, 2))(q, k, v)
+        for a, e in zip(got, expected, strict=True):
             assert not np.isnan(np.asarray(a)).any()
             np.testing.assert_allclose(a, e, atol=2e-5)
 

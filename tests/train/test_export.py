@@ -46,7 +46,7 @@ def test_export_round_trip_with_tokenizer(tmp_path, tokenizer_json):
     flat_a, tree_a = jax.tree_util.tree_flatten(params)
     flat_b, tree_b = jax.tree_util.tree_flatten(restored)
     assert tree_a == tree_b
-    for a, b in zip(flat_a, flat_b):
+    for a, b in zip(flat_a, flat_b, strict=True):
         np.testing.assert_array_equal(a, b)
     stored = read_checkpoint_config(out)
     assert stored.video_token_id == tok.token_to_id(tok_lib.VIDEO_PAD) != model_config(config).video_token_id

@@ -78,7 +78,7 @@ def test_loss_gradient_matches_finite_differences(rollout):
     direction = jax.tree_util.tree_map(lambda x: jnp.asarray(
         np.random.default_rng(x.size).standard_normal(x.shape), x.dtype), params)
     analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(jax.grad(loss)(params)),
-                                                     jax.tree_util.tree_leaves(direction)))
+                                                     jax.tree_util.tree_leaves(direction), strict=True))
     eps = 1e-3
     shifted = lambda s: jax.tree_util.tree_map(lambda x, d: x + s * eps * d, params, direction)  # noqa: E731
     numeric = (loss(shifted(1.0)) - loss(shifted(-1.0))) / (2 * eps)

@@ -49,7 +49,7 @@ def test_gradients_match_dense_jax():
 
     want = jax.grad(dense, argnums=(0, 1))(hidden, head)
     got = jax.grad(chunked, argnums=(0, 1))(hidden, head)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 

@@ -40,7 +40,7 @@ def test_two_processes_match_one(tmp_path):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    for p, out in zip(procs, outputs):
+    for p, out in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out[-3000:]
     single = run_main(tmp_path / "single", OVERRIDES, env=_devices(8), timeout=400)
     assert single.returncode == 0, single.output[-3000:]
@@ -61,5 +61,5 @@ def test_two_processes_match_one(tmp_path):
     want = jax.device_get(want)
     assert int(multi["step"]) == STEPS
     for (path, w), g in zip(jax.tree_util.tree_leaves_with_path(want["params"]),
-                            jax.tree_util.tree_leaves(multi["params"])):
+                            jax.tree_util.tree_leaves(multi["params"]), strict=True):
         assert np.linalg.norm(g - w) <= 1e-5 * np.linalg.norm(w), jax.tree_util.keystr(path)

@@ -60,7 +60,7 @@ def _assert_bit_equal(a, b):
     leaves_a, tree_a = jax.tree_util.tree_flatten_with_path(a)
     leaves_b, tree_b = jax.tree_util.tree_flatten(b)
     assert tree_a == tree_b
-    for (path, x), y in zip(leaves_a, leaves_b):
+    for (path, x), y in zip(leaves_a, leaves_b, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path))
 
 

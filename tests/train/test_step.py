@@ -72,7 +72,7 @@ def test_sharded_step_equals_single_device(single_device):
     assert min(jax.tree_util.tree_leaves(moved)) > 0  # every parameter was trained
     # Per parameter tensor, norm-wise (single elements with ~zero gradient are ill-conditioned, see eps).
     flat = jax.tree_util.tree_leaves_with_path
-    for (path, w), g, s in zip(flat(want), jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(start)):
+    for (path, w), g, s in zip(flat(want), jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(start), strict=True):
         name = jax.tree_util.keystr(path)
         assert np.linalg.norm(g - w) <= 1e-5 * np.linalg.norm(w), name
         assert np.linalg.norm((g - s) - (w - s)) <= 1e-4 * np.linalg.norm(w - s), name
@@ -86,7 +86,7 @@ def test_nonfinite_loss_leaves_state_untouched(single_device):
     state, metrics = step(state, poisoned)
     assert not bool(metrics["finite"]) and np.isnan(float(metrics["loss"]))
     after = jax.device_get((state.params, state.opt_state))
-    for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)):
+    for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after), strict=True):
         np.testing.assert_array_equal(a, b)
     assert int(state.step) == 1
 

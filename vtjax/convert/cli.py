@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jax
 
+from vtjax import errors
 from vtjax.convert.files import OutputExistsError, atomic_output_dir, copy_side_files
 from vtjax.convert.hf import MAX_SHARD_BYTES, load_hf, write_hf_files
 from vtjax.convert.orbax_io import (ParamLeafReader, read_checkpoint_config, restore_params,
@@ -18,7 +19,7 @@ from vtjax.convert.verify import verify_against_transformers
 from vtjax.models.qwen2_5_vl import ConfigError
 
 
-class VerificationFailed(RuntimeError):
+class VerificationFailed(errors.ConversionError):
     """The converted model's logits disagree with transformers beyond float32 rounding."""
 
 

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from vtjax import errors
+
 # Files that travel with the weights in both directions (those present are copied).
 SIDE_FILES = (
     "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
@@ -17,7 +19,7 @@ SIDE_FILES = (
 )
 
 
-class OutputExistsError(FileExistsError):
+class OutputExistsError(errors.WorkdirError, FileExistsError):
     """The output directory exists and is not empty, and overwriting was not asked for."""
 
 

@@ -127,7 +127,7 @@ def write_hf_files(config: Qwen25VLConfig, params, directory: Path, *, dtype: st
         return ours_to_hf(link, array, config).astype(np_dtype, copy=False)
 
     weight_map = {}
-    for fname, shard in zip(file_names, shards):
+    for fname, shard in zip(file_names, shards, strict=True):
         write_safetensors(directory / fname, shard, produce)
         weight_map.update({name: fname for name, _, _ in shard})
     bar.close()

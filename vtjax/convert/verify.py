@@ -36,7 +36,7 @@ def verify_against_transformers(config: Qwen25VLConfig, params, hf_dir: str | os
     """
     try:
         import torch
-        from transformers import Qwen2_5_VLForConditionalGeneration
+        import transformers  # noqa: F401  (checked here so the error names both packages)
     except ImportError as e:  # pragma: no cover - depends on the install
         raise RuntimeError("--verify needs torch and transformers==4.51.3 (pip install 'vtjax[dev]')") from e
     model = _load_torch_model(hf_dir)

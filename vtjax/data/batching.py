@@ -83,7 +83,7 @@ def collate(
         batch["labels"] = np.where(masks, batch["input_ids"], IGNORE_INDEX).astype(np.int32)
     pixels = np.zeros((pb, vision.ROW_SIZE), np.float32)  # [Pb, 1176]
     offset = 0
-    for e, n in zip(examples, rows):
+    for e, n in zip(examples, rows, strict=True):
         pixels[offset : offset + n] = vision.normalize_rows(e["patches"])
         offset += n
     batch["pixel_values_videos"] = pixels

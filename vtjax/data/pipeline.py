@@ -21,6 +21,7 @@ import grain
 from absl import flags
 import numpy as np
 
+from vtjax import errors
 from vtjax.data import batching, chat, examples
 from vtjax.data import tokenizer as tok_lib
 from vtjax.data.records import Record, RecordProblem
@@ -28,7 +29,7 @@ from vtjax.data.records import Record, RecordProblem
 log = logging.getLogger(__name__)
 
 
-class BadDataError(RuntimeError):
+class BadDataError(errors.DataError):
     """Too much of the data could not be used; the message lists what and why."""
 
 

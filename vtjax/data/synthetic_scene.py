@@ -115,7 +115,7 @@ def random_scene(
             continue
         chosen = [str(c) for c in rng.choice(list(colours), size=n, replace=False)]
         objects, placed = [], []  # placed: (start, end, {quadrants})
-        for s, e, colour in zip(starts, ends, chosen):
+        for s, e, colour in zip(starts, ends, chosen, strict=True):
             busy = set().union(*[q for (s2, e2, q) in placed if s2 < e and s < e2])
             free = [r for r in REGIONS if r not in busy]
             if not free:

@@ -14,12 +14,13 @@ import os
 
 import numpy as np
 
+from vtjax import errors
 from vtjax.data import resize, sampling, vision
 
 BACKENDS = ("decord", "pyav")
 
 
-class VideoError(ValueError):
+class VideoError(errors.DataError):
     """A video that cannot be used: missing, empty, truncated, undecodable or too short."""
 
     def __init__(self, path: str, reason: str):

@@ -17,13 +17,14 @@ import re
 import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from vtjax import errors
 from vtjax.data import records as records_lib
 
 LETTERS = string.ascii_uppercase
 _LETTER_RE = re.compile(r"^\s*\(?([A-Z])\)?\s*(?:[.:)]|$)")
 
 
-class BenchmarkFormatError(ValueError):
+class BenchmarkFormatError(errors.DataError):
     """An annotation file that does not match the benchmark's format."""
 
 

@@ -109,7 +109,7 @@ def grounding_metrics(
     if len(preds) != len(gts):
         raise ValueError(f"{len(preds)} predictions but {len(gts)} ground-truth lists; pass one per sample.")
     per_iou, per_recall = [], {t: [] for t in thresholds}
-    for p, g in zip(preds, gts):
+    for p, g in zip(preds, gts, strict=True):
         if not g:
             continue
         ious = np.asarray(match_segments(p, g))

@@ -125,7 +125,7 @@ def load_model(config, mesh: jax.sharding.Mesh | None = None) -> InferenceModel:
 
 def decode_texts(tokenizer: tok_lib.Tokenizer, tokens: np.ndarray, lengths: np.ndarray) -> list[str]:
     """Generated rows -> texts: each row's first ``length`` tokens, special tokens (EOS) dropped."""
-    return [tokenizer.decode(row[:n].tolist(), skip_special_tokens=True) for row, n in zip(tokens, lengths)]
+    return [tokenizer.decode(row[:n].tolist(), skip_special_tokens=True) for row, n in zip(tokens, lengths, strict=True)]
 
 
 def generate_texts(model: InferenceModel, batch: dict, decoding: Decoding, num_samples: int = 1) -> list[str]:

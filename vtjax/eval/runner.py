@@ -66,7 +66,7 @@ def predict(model: inference.InferenceModel, records: list, store: PredictionSto
     added = 0
     for batch in ds:
         texts = inference.generate_texts(model, batch, decoding)
-        for uid, text, valid in zip(batch["record_id"], texts, batch["example_mask"]):
+        for uid, text, valid in zip(batch["record_id"], texts, batch["example_mask"], strict=True):
             if valid and writer:
                 added += store.add(uid, text)
         if bar is not None:

@@ -64,7 +64,7 @@ def score_predictions(
     if not isinstance(outputs, Mapping):
         if len(outputs) != len(records):
             raise ValueError(f"{len(outputs)} outputs for {len(records)} records; pass one per record or a dict by id.")
-        outputs = {record_id(r): o for r, o in zip(records, outputs)}
+        outputs = {record_id(r): o for r, o in zip(records, outputs, strict=True)}
     missing = [record_id(r) for r in records if record_id(r) not in outputs]
     if missing and not allow_missing:
         raise KeyError(f"{len(missing)} records have no output (first: {missing[:3]}); "

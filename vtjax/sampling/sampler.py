@@ -48,7 +48,7 @@ def left_pad(input_ids, attention_mask, length: int, pad_id: int):
     input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask).astype(bool)
     ids = np.full((input_ids.shape[0], length), pad_id, np.int64)
     mask = np.zeros((input_ids.shape[0], length), np.int64)
-    for row, (tokens, keep) in enumerate(zip(input_ids, attention_mask)):
+    for row, (tokens, keep) in enumerate(zip(input_ids, attention_mask, strict=True)):
         real = tokens[keep]
         ids[row, length - len(real):] = real
         mask[row, length - len(real):] = 1

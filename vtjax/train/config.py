@@ -14,13 +14,14 @@ import os
 
 import ml_collections
 
+from vtjax import errors
+
 MODES = ("sft", "grpo", "eval", "generate")
 NONFINITE_ACTIONS = ("stop", "skip")
 FREEZABLE = ("vision", "merger")
 
 
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the field and the fix."""
+ConfigError = errors.ConfigError  # re-exported: the trainers raise it as config_lib.ConfigError
 
 
 def sft_defaults() -> ml_collections.ConfigDict:

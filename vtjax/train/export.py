@@ -23,13 +23,14 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vtjax import errors
 from vtjax.convert.files import atomic_output_dir
 from vtjax.convert.orbax_io import write_params_checkpoint
 from vtjax.data import tokenizer as tok_lib
 from vtjax.models.qwen2_5_vl import Qwen25VLConfig, abstract_params
 
 
-class ExportError(ValueError):
+class ExportError(errors.CheckpointError):
     """The training workdir cannot be exported; the message says what is missing."""
 
 

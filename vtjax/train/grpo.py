@@ -92,7 +92,7 @@ def grpo_data(config, model_cfg, mesh):
 def completion_texts(tokenizer, tokens: np.ndarray, lengths: np.ndarray, stop_ids) -> list[str]:
     """Decoded completions without their EOS (tags and other special tokens kept for the rewards)."""
     stop = set(int(s) for s in stop_ids)
-    return [tokenizer.decode([int(x) for x in row[:n] if int(x) not in stop]) for row, n in zip(tokens, lengths)]
+    return [tokenizer.decode([int(x) for x in row[:n] if int(x) not in stop]) for row, n in zip(tokens, lengths, strict=True)]
 
 
 def run(config, workdir: str) -> RunResult:
@@ -149,7 +149,7 @@ def run(config, workdir: str) -> RunResult:
                                    top_k=r.top_k, eos_token_ids=eos, seed=config.seed * 1_000_003 + step)
                 rollout_s = time.perf_counter() - start
                 texts = completion_texts(tokenizer, rollout["tokens"], rollout["lengths"], stop_ids)
-                recs = [{"solution": s, "problem_type": p} for s, p in zip(raw["solution"], raw["problem_type"])]
+                recs = [{"solution": s, "problem_type": p} for s, p in zip(raw["solution"], raw["problem_type"], strict=True)]
                 total, per_fn = rewards_lib.combine_rewards(texts, recs, weights)
                 advantages = np.asarray(grpo_lib.group_advantages(total, r.group_size, r.advantage_scale,
                                                                   r.advantage_eps))

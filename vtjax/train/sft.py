@@ -17,6 +17,7 @@ import time
 import jax
 import numpy as np
 
+from vtjax import errors
 from vtjax.train import config as config_lib
 from vtjax.train.batch import BatchBuilder
 from vtjax.train.checkpoint import Checkpointer
@@ -33,7 +34,7 @@ log = logging.getLogger("vtjax.train")
 _EXHAUSTED, _PREEMPTED = 1, 2  # stop codes agreed between processes (the larger wins)
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.TrainingError, FloatingPointError):
     """The loss or gradient norm was NaN/inf and ``train.on_nonfinite`` is "stop"."""
 
 

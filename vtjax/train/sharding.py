@@ -60,7 +60,7 @@ def spec_for(logical: PartitionSpec | Sequence[str | None], shape: Sequence[int]
     table = dict(rules)
     used: set[str] = set()
     out = []
-    for name, dim in zip(tuple(logical), shape):
+    for name, dim in zip(tuple(logical), shape, strict=True):
         target = table.get(name) if name is not None else None
         axes = (target,) if isinstance(target, str) else tuple(target or ())
         axes = tuple(a for a in axes if a not in used and mesh.shape[a] > 1)

@@ -80,7 +80,7 @@ def moment_shardings(opt_state, params, param_shardings, default: NamedSharding)
     optimizers, whose states hold ``MaskedNode`` in place of frozen params.
     """
     by_path = {tuple(path): (leaf.shape, sh) for (path, leaf), sh in zip(
-        jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(param_shardings))}
+        jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(param_shardings), strict=True)}
     depth = max((len(p) for p in by_path), default=0)
 
     def pick(path, leaf):

@@ -12,6 +12,8 @@ import dataclasses
 import json
 from typing import Any
 
+from vtjax import errors
+
 # Keys transformers writes into every config.json that carry no architecture
 # information (bookkeeping, generation defaults, training-only switches).
 _HF_BOOKKEEPING_KEYS = frozenset({
@@ -37,8 +39,7 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attention_out")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-class ConfigError(ValueError):
-    """A config field is unknown, missing or inconsistent; the message names it."""
+ConfigError = errors.ConfigError  # re-exported: callers catch vtjax.models.qwen2_5_vl.config.ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
