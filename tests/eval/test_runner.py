@@ -106,7 +106,7 @@ def test_eval_matches_direct_generation_and_resumes(tiny_data, tiny_ckpt, tmp_pa
     assert second["test"]["count"] == 6
     assert second["test"]["accuracy"] == pytest.approx(100 * np.mean([by_id[it["id"]]["correct"] for it in items]))
     summary = (tmp_path / "w" / "eval" / "summary.md").read_text()
-    assert "| test | 6 |" in summary
+    assert "| test | 6 | 6 | 0 | 0 |" in summary and "- test: accuracy over all 6 questions." in summary
 
 
 def test_random_baseline_needs_a_tokenizer(tiny_data, tmp_path):
@@ -138,3 +138,29 @@ def test_loaded_params_are_placed_on_the_mesh(tiny_data, tiny_ckpt, tmp_path):
     np.testing.assert_array_equal(np.asarray(model.params["embed_tokens"]["embedding"]),
                                   np.asarray(tiny_ckpt[2]["embed_tokens"]["embedding"]))
     assert model.config.eos_token_id == model.tokenizer.token_to_id(tok_lib.IM_END)
+
+
+def test_eval_lists_a_broken_video_as_skipped(tiny_data, tiny_ckpt, tmp_path):
+    """Three questions, the second's video unreadable: two are scored, the third is listed with its reason."""
+    with open(tiny_data.test_path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f][:3]
+    root = tmp_path / "videos"
+    for row in rows:
+        (root / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.join(tiny_data.video_root, row["path"]), root / row["path"])
+    rows[1]["path"] = "broken.mp4"
+    (root / "broken.mp4").write_bytes(b"not a video")
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = tiny_eval_config(tiny_data, tiny_ckpt[0], tmp_path, files=os.fspath(bench), video_root=os.fspath(root),
+                              batch_size=2)
+    result = runner.run(config, os.fspath(tmp_path / "w"))["bench"]
+    broken = rows[1]["id"]
+    assert result["expected"] == 3 and result["count"] == 2 and result["missing"] == []
+    assert list(result["skipped"]) == [broken] and result["skipped"][broken].startswith(os.fspath(root / "broken.mp4"))
+    scores = json.loads((tmp_path / "w" / "eval" / "scores" / "bench.json").read_text())
+    assert scores["skipped"] == result["skipped"] and [it["id"] for it in scores["items"]] == [rows[0]["id"],
+                                                                                               rows[2]["id"]]
+    summary = (tmp_path / "w" / "eval" / "summary.md").read_text()
+    assert f"- bench: accuracy over 2 of 3 questions; 1 skipped: {broken} ({root / 'broken.mp4'}: " in summary
+    assert "| bench | 3 | 2 | 0 | 1 |" in summary

@@ -20,17 +20,44 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines)
 
 
+def _ids(ids: Sequence[str], limit: int) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f", ... and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def coverage_line(name: str, r: Mapping, limit: int = 10) -> str:
+    """What a benchmark's accuracy is over, and which questions (first `limit` ids) were missing or skipped."""
+    expected, scored, missing, skipped = r["expected"], r["count"], r["missing"], r["skipped"]
+    if scored == expected:
+        return f"- {name}: accuracy over all {expected} questions."
+    parts = [f"- {name}: accuracy over {scored} of {expected} questions"]
+    if missing:
+        parts.append(f"{len(missing)} missing (no prediction): {_ids(list(missing), limit)}")
+    if skipped:
+        reasons = [f"{i} ({reason})" for i, reason in skipped.items()]
+        parts.append(f"{len(skipped)} skipped: {_ids(reasons, limit)}")
+    return "; ".join(parts) + "."
+
+
 def summary_markdown(results: Mapping[str, Mapping], title: str = "Evaluation") -> str:
-    """One overview row per benchmark (`score_predictions` results by name), then per-category tables."""
+    """One overview row per benchmark (`score_predictions` results by name), what each accuracy is over,
+    then per-category tables."""
     overview = []
     for name, r in results.items():
         g = r.get("grounding") or {}
-        overview.append([name, r["count"], r["accuracy"], r["format_rate"], r["answered_rate"],
+        overview.append([name, r["expected"], r["count"], len(r["missing"]), len(r["skipped"]), r["accuracy"],
+                         r["accuracy_of_expected"], r["format_rate"], r["answered_rate"],
                          g.get("mIoU", float("nan")), g.get("R@0.3", float("nan")),
                          g.get("R@0.5", float("nan")), g.get("R@0.7", float("nan"))])
     parts = [f"# {title}", "",
-             markdown_table(["benchmark", "N", "accuracy %", "format %", "answered %", "mIoU", "R@0.3", "R@0.5",
-                             "R@0.7"], overview)]
+             markdown_table(["benchmark", "questions", "scored", "missing", "skipped", "accuracy %",
+                             "accuracy % of all", "format %", "answered %", "mIoU", "R@0.3", "R@0.5", "R@0.7"],
+                            overview),
+             "",
+             "accuracy, format and answered are over the scored questions; \"accuracy % of all\" counts "
+             "missing and skipped questions as wrong.",
+             ""]
+    parts += [coverage_line(name, r) for name, r in results.items()]
     for name, r in results.items():
         cats = r.get("per_category", {})
         if len(cats) > 1:

@@ -13,8 +13,10 @@ For each annotation file (name = its file stem):
 
 Every process runs every batch (params are sharded over the mesh, so the
 compiled sampler is one collective program); process 0 writes the files.
-Videos that cannot be decoded are skipped by the pipeline (within
-``data.max_bad_fraction``) and scored as wrong, listed under ``missing``.
+Questions the pipeline cannot use (an unreadable video, a prompt over
+``data.max_length``; within ``data.max_bad_fraction``) are skipped: not
+scored, listed with the reason under ``skipped`` in the scores file and the
+summary, and tried again by a rerun.
 """
 
 from __future__ import annotations
@@ -48,13 +50,29 @@ def pipeline_config(config, batch_size: int) -> pipeline.PipelineConfig:
                                    max_bad_fraction=d.max_bad_fraction)
 
 
+_UNKNOWN_SKIP = "unusable; the reason is in the log (the pipeline keeps the last 20)"
+
+
+def skip_reasons(ids: list[str], recent_skips: list[str]) -> dict[str, str]:
+    """{id: "path: reason"} for skipped ``ids``, read from the pipeline's ``"id (path): reason"`` messages."""
+    out = {}
+    for uid in ids:
+        prefix = f"{uid} ("
+        found = [m[len(prefix):] for m in recent_skips if m.startswith(prefix)]
+        out[uid] = found[-1].replace("): ", ": ", 1) if found else _UNKNOWN_SKIP
+    return out
+
+
 def predict(model: inference.InferenceModel, records: list, store: PredictionStore, decoding: inference.Decoding,
             pipe_cfg: pipeline.PipelineConfig, *, max_length: int = 16384, progress: bool = True,
-            desc: str = "eval") -> int:
-    """Generates answers for the records without a stored prediction; returns how many were added."""
+            desc: str = "eval") -> tuple[int, dict[str, str]]:
+    """Generates answers for the records without a stored prediction.
+
+    Returns (how many were added, {id: reason} of the records the pipeline skipped).
+    """
     pending = store.pending(records)
     if not pending:
-        return 0
+        return 0, {}
     ds = pipeline.eval_pipeline(pending, model.tokenizer, model.prompts, pipe_cfg, video=model.video,
                                 max_length=max_length, process_index=0, process_count=1)
     writer = jax.process_index() == 0
@@ -63,17 +81,21 @@ def predict(model: inference.InferenceModel, records: list, store: PredictionSto
         from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
         bar = tqdm(total=len(pending), desc=desc, unit="question", dynamic_ncols=True)
-    added = 0
-    for batch in ds:
+    added, answered = 0, set()
+    it = iter(ds)
+    for batch in it:
         texts = inference.generate_texts(model, batch, decoding)
         for uid, text, valid in zip(batch["record_id"], texts, batch["example_mask"], strict=True):
-            if valid and writer:
-                added += store.add(uid, text)
+            if valid:
+                answered.add(str(uid))
+                if writer:
+                    added += store.add(uid, text)
         if bar is not None:
             bar.update(int(batch["example_mask"].sum()))
     if bar is not None:
         bar.close()
-    return added
+    unanswered = [r.uid for r in pending if r.uid not in answered]
+    return added, skip_reasons(unanswered, it.stats["recent_skips"])
 
 
 def evaluate_items(model: inference.InferenceModel, items: list[dict], video_root: str, predictions_path: str,
@@ -82,9 +104,11 @@ def evaluate_items(model: inference.InferenceModel, items: list[dict], video_roo
     """Predicts (resuming from ``predictions_path``) and scores ``items`` (loader dicts); returns the metrics."""
     store = PredictionStore(predictions_path)
     records = benchmarks.to_records(items, video_root)
-    added = predict(model, records, store, decoding, pipe_cfg, max_length=max_length, progress=progress, desc=desc)
-    log.info("%s: %d new predictions, %d stored in %s", desc, added, len(store), predictions_path)
-    return scoring.score_predictions(items, store.outputs(), allow_missing=True)
+    added, skipped = predict(model, records, store, decoding, pipe_cfg, max_length=max_length, progress=progress,
+                             desc=desc)
+    log.info("%s: %d new predictions, %d stored in %s, %d skipped", desc, added, len(store), predictions_path,
+             len(skipped))
+    return scoring.score_predictions(items, store.outputs(), allow_missing=True, skipped=skipped)
 
 
 def without_items(metrics: dict) -> dict:
@@ -112,8 +136,9 @@ def run(config, workdir: str) -> dict:
             with open(os.path.join(out, "scores", f"{name}.json"), "w", encoding="utf-8") as f:
                 json.dump({"source": model.source, **metrics}, f, indent=1)
         results[name] = without_items(metrics)
-        log.info("%s: accuracy %.2f%%, format %.2f%% over %d", name, metrics["accuracy"], metrics["format_rate"],
-                 metrics["count"])
+        log.info("%s: accuracy %.2f%%, format %.2f%% over %d of %d questions (%d missing, %d skipped)", name,
+                 metrics["accuracy"], metrics["format_rate"], metrics["count"], metrics["expected"],
+                 len(metrics["missing"]), len(metrics["skipped"]))
     if jax.process_index() == 0:
         text = report.write_summary(os.path.join(out, "summary.md"), results, title=f"Evaluation of {model.source}")
         print(text)

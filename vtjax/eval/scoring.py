@@ -48,42 +48,63 @@ def score_one(record: Any, output: str) -> dict:
     return out
 
 
+def _answered(pred: str | None) -> bool:
+    """Whether a prediction is a real answer (an option letter, or non-blank `<answer>` content)."""
+    return pred is not None and pred.strip() != ""
+
+
 def score_predictions(
-    records: Sequence[Any], outputs: Mapping[str, str] | Sequence[str], *, allow_missing: bool = False
+    records: Sequence[Any], outputs: Mapping[str, str] | Sequence[str], *, allow_missing: bool = False,
+    skipped: Mapping[str, str] | None = None,
 ) -> dict:
     """Metrics of `outputs` (by record id, or in record order) on `records`.
 
-    Returns a dict: `count`, `accuracy` (percent), `format_rate` (percent of
-    outputs with a perfect format), `answered_rate` (percent with an
-    extractable answer), `per_category` {category: {"count", "accuracy"}},
-    `grounding` (mIoU / R@0.3 / R@0.5 / R@0.7 / count over records with
-    segments; absent when none has any), `missing` (ids without an output,
-    only with `allow_missing`, which scores them as wrong), and `items`
-    (the per-record results of `score_one`).
+    `skipped` maps ids the generation could not run (e.g. an unreadable
+    video) to the reason; they and the `missing` ids (no output, no reason)
+    are listed, not scored. Returns a dict:
+      `expected` records given; `count` records scored (with an output);
+      `accuracy` percent correct over the scored; `accuracy_of_expected`
+      percent correct over all expected (missing and skipped count wrong);
+      `format_rate` percent of scored outputs with a perfect format;
+      `answered_rate` percent of scored outputs with a real answer (an option
+      letter of the question, or non-blank `<answer>` content);
+      `per_category` {category: {"count", "accuracy"}} over the scored;
+      `grounding` (mIoU / R@0.3 / R@0.5 / R@0.7 / count over scored records
+      with segments; absent when none has any); `missing` [ids];
+      `skipped` {id: reason}; `items` (per-record results of `score_one`).
+    Missing ids are an error (KeyError) unless `allow_missing`.
     """
     if not isinstance(outputs, Mapping):
         if len(outputs) != len(records):
             raise ValueError(f"{len(outputs)} outputs for {len(records)} records; pass one per record or a dict by id.")
         outputs = {record_id(r): o for r, o in zip(records, outputs, strict=True)}
-    missing = [record_id(r) for r in records if record_id(r) not in outputs]
+    skipped = skipped or {}
+    ids = [record_id(r) for r in records]
+    skipped_here = {i: str(skipped[i]) for i in ids if i not in outputs and i in skipped}
+    missing = [i for i in ids if i not in outputs and i not in skipped]
     if missing and not allow_missing:
         raise KeyError(f"{len(missing)} records have no output (first: {missing[:3]}); "
-                       "finish generation or pass allow_missing=True to count them wrong.")
-    items = [score_one(r, outputs.get(record_id(r), "")) for r in records]
+                       "finish generation or pass allow_missing=True to list them as missing.")
+    scored = [r for r, i in zip(records, ids, strict=True) if i in outputs]
+    items = [score_one(r, outputs[record_id(r)]) for r in scored]
     by_cat = defaultdict(list)
     for it in items:
         by_cat[it["category"]].append(it["correct"])
     pct = lambda xs: 100.0 * float(np.mean(xs)) if len(xs) else float("nan")  # noqa: E731
+    correct = [it["correct"] for it in items]
     result = {
+        "expected": len(records),
         "count": len(items),
-        "accuracy": pct([it["correct"] for it in items]),
+        "accuracy": pct(correct),
+        "accuracy_of_expected": 100.0 * float(np.sum(correct)) / len(records) if records else float("nan"),
         "format_rate": pct([it["format"] for it in items]),
-        "answered_rate": pct([it["pred"] is not None for it in items]),
+        "answered_rate": pct([_answered(it["pred"]) for it in items]),
         "per_category": {c: {"count": len(v), "accuracy": pct(v)} for c, v in sorted(by_cat.items())},
         "missing": missing,
+        "skipped": skipped_here,
         "items": items,
     }
-    with_segments = [(r, outputs.get(record_id(r), "")) for r in records if rewards.record_field(r, "segments", None)]
+    with_segments = [(r, outputs[record_id(r)]) for r in scored if rewards.record_field(r, "segments", None)]
     if with_segments:
         result["grounding"] = grounding.grounding_metrics(
             [grounding.parse_time_segments(o) for _, o in with_segments],
