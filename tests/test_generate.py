@@ -12,7 +12,7 @@ from vtjax import generate as generate_mode
 from vtjax import main
 from vtjax.data import batching, chat, examples
 from vtjax.data import tokenizer as tok_lib
-from vtjax.eval import benchmarks
+from vtjax.eval import benchmarks, inference
 from vtjax.eval.config import generate_defaults
 from vtjax.sampling import generate
 from vtjax.train.config import ConfigError
@@ -63,6 +63,30 @@ def test_generate_samples_several_answers(tiny_data, tiny_ckpt, tmp_path):  # no
     out = generate_mode.run(config, os.fspath(tmp_path / "w"))
     texts = [a["text"] for a in out["answers"]]
     assert len(texts) == 3 and len(set(texts)) > 1  # independent samples of a random model differ
+
+
+CANNED = ["<think>the sky</think> blue :D", "<caption>A man</caption> <answer> a red ball </answer>",
+          "<answer>C</answer>", "<answer> </answer>"]
+
+
+@pytest.mark.parametrize("options,want", [
+    ([], [None, "a red ball", "C", None]),  # open question: the <answer> text, never a letter from prose
+    (["A. red", "B. blue", "C. green", "D. white"], [None, None, "C", None]),  # multiple choice: option letters
+])
+def test_generate_reports_a_letter_only_for_options(tiny_data, tiny_ckpt, tmp_path, monkeypatch, capsys,  # noqa: F811
+                                                    options, want):
+    monkeypatch.setattr(inference, "generate_texts",
+                        lambda model, batch, decoding, num_samples=1: CANNED[:num_samples])
+    item = benchmarks.load_benchmark("video_r1", tiny_data.test_path)[0]
+    config = _config(tiny_ckpt[0], os.path.join(tiny_data.video_root, item["path"]), "What is shown?", options,
+                     tmp_path)
+    config.generate.num_samples, config.generate.temperature = len(CANNED), 1.0
+    out = generate_mode.run(config, os.fspath(tmp_path / "w"))
+    assert [a["answer"] for a in out["answers"]] == want
+    saved = json.loads((tmp_path / "w" / "answer.json").read_text())
+    assert [a["answer"] for a in saved["answers"]] == want
+    printed = capsys.readouterr().out
+    assert ("(answer: 'a red ball'," in printed) == (not options) and ("(letter: C," in printed) == bool(options)
 
 
 def test_generate_config_errors(tiny_ckpt, tmp_path):  # noqa: F811

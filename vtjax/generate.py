@@ -9,7 +9,9 @@ The video goes through the same sampling and preprocessing as evaluation
 (``data.nframes`` frames at <= ``data.max_pixels``), the question through the
 configured prompts, and the answer through the compiled sampler. The trace
 is printed block by block (``<time>`` / ``<caption>`` / ``<think>`` on their
-own lines, then ``<answer>``) and written to ``workdir/answer.json``.
+own lines, then ``<answer>``) and written to ``workdir/answer.json``. The
+reported answer is an option letter when the question has options, else the
+text of the last ``<answer>`` (``answer_of``).
 """
 
 from __future__ import annotations
@@ -32,14 +34,22 @@ def layout_trace(text: str) -> str:
     return _BLOCK_START.sub(r"\n\1", text).strip()
 
 
+def answer_of(text: str, options=()) -> str | None:
+    """The answer an output gives: an option letter (``answers.extract_answer``) when there are ``options``;
+    for an open question the non-blank text of the last ``<answer>``; else None."""
+    if options:
+        return answers.extract_answer(text, num_options=len(options))
+    content = answers.last_answer(text)
+    return content or None
+
+
 def ask(model: inference.InferenceModel, video: str, question: str, options=(), *,
         decoding: inference.Decoding = inference.Decoding(), num_samples: int = 1) -> list[dict]:
-    """``num_samples`` answers to one question about ``video``: text, extracted letter, segments, format."""
+    """``num_samples`` answers to one question about ``video``: text, answer (``answer_of``), segments, format."""
     batch = inference.prompt_batch(model, video, question, options)
     texts = inference.generate_texts(model, batch, decoding, num_samples=num_samples)
-    return [{"text": t, "answer": answers.extract_answer(t, num_options=len(options) or None),
-             "segments": grounding.parse_time_segments(t), "format_ok": rewards.format_reward(t) == 1.0}
-            for t in texts]
+    return [{"text": t, "answer": answer_of(t, options), "segments": grounding.parse_time_segments(t),
+             "format_ok": rewards.format_reward(t) == 1.0} for t in texts]
 
 
 def parse_options(value: str) -> list[str]:
@@ -63,7 +73,8 @@ def run(config, workdir: str) -> dict:
         print(f"  {o}")
     for i, r in enumerate(results):
         header = f"--- answer {i + 1} of {len(results)}" if len(results) > 1 else "---"
-        print(f"{header} (letter: {r['answer']}, format {'ok' if r['format_ok'] else 'broken'})")
+        given = f"letter: {r['answer']}" if options else f"answer: {r['answer']!r}" if r["answer"] else "no answer"
+        print(f"{header} ({given}, format {'ok' if r['format_ok'] else 'broken'})")
         print(layout_trace(r["text"]))
     out = {"source": model.source, "video": g.video, "question": g.question, "options": options, "answers": results}
     os.makedirs(workdir, exist_ok=True)
