@@ -1,14 +1,19 @@
-"""export_params: a training checkpoint's params -> a params checkpoint that init_from / eval / generate load."""
+"""export_params / export_hf and their command line: a training run's params -> init_from / eval / transformers."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+from transformers import Qwen2_5_VLForConditionalGeneration
 
-from tests.train.conftest import tiny_config
+from tests.train.conftest import REPO, run_main, tiny_config
+from vtjax.convert import cli, load_hf
 from vtjax.convert.orbax_io import read_checkpoint_config, restore_params
 from vtjax.data import tokenizer as tok_lib
 from vtjax.train import export
@@ -74,3 +79,71 @@ def test_export_older_step_and_errors(tmp_path):
         export.export_params(tmp_path / "nothing", tmp_path / "p0")
     with pytest.raises(FileExistsError):
         export.export_params(tmp_path / "run", out)
+
+
+# ------------------------------------------------- python -m vtjax.convert workdir-to-orbax / workdir-to-hf
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory):
+    """A 2-step tiny SFT run (synthetic data): (workdir, its config)."""
+    workdir = tmp_path_factory.mktemp("sft") / "run"
+    overrides = {"train.num_steps": 2, "train.warmup_steps": 1}
+    proc = run_main(workdir, overrides, timeout=600)
+    assert proc.returncode == 0, proc.output[-3000:]
+    return workdir, tiny_config(**overrides)
+
+
+def _trained_params(workdir, step):
+    """The params of a train-state checkpoint read by Orbax alone (no vtjax code, no target tree)."""
+    return ocp.PyTreeCheckpointer().restore(os.fspath(workdir / "checkpoints" / str(step) / "state"))["params"]
+
+
+def _assert_same_tree(got, want):
+    flat_got, tree_got = jax.tree_util.tree_flatten(got)
+    flat_want, tree_want = jax.tree_util.tree_flatten(want)
+    assert tree_got == tree_want
+    for a, b in zip(flat_got, flat_want, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_workdir_to_orbax_is_what_init_from_starts_from(sft_run, tmp_path):
+    workdir, config = sft_run
+    assert export.checkpoint_steps(workdir) == [2]
+    proc = subprocess.run([sys.executable, "-m", "vtjax.convert", "workdir-to-orbax", "--workdir", os.fspath(workdir),
+                           "--out", os.fspath(tmp_path / "sft_params")], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"--config.model.init_from={tmp_path / 'sft_params'}" in proc.stdout
+    # A run with model.init_from = the export starts from exactly the trained params (the trainer's own loader).
+    with config.unlocked():
+        config.model.init_from = os.fspath(tmp_path / "sft_params")
+    model_cfg = model_config(config)
+    tx = make_optimizer(config.train, param_shapes(model_cfg), 2)
+    state = init_state(model_cfg, tx, make_mesh(1, -1, 1), seed=123, init_from=config.model.init_from)
+    _assert_same_tree(jax.device_get(state.params), _trained_params(workdir, 2))
+
+
+def test_workdir_to_hf_loads_in_transformers(sft_run, tmp_path):
+    workdir, _ = sft_run
+    assert cli.main(["workdir-to-hf", "--workdir", os.fspath(workdir), "--out", os.fspath(tmp_path / "hf"),
+                     "--step", "2", "--quiet"]) == 0
+    config, params = load_hf(tmp_path / "hf", progress=False)
+    _assert_same_tree(jax.device_get(params), _trained_params(workdir, 2))
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp_path / "hf")
+    np.testing.assert_array_equal(model.get_input_embeddings().weight.detach().numpy(),
+                                  _trained_params(workdir, 2)["embed_tokens"]["embedding"])
+
+
+def test_workdir_export_refuses_out_over_the_run(sft_run, tmp_path, capsys):
+    workdir, _ = sft_run
+    before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+    for verb in ("workdir-to-orbax", "workdir-to-hf"):
+        for out in (workdir, workdir.parent, workdir / "checkpoints" / "new", workdir / "checkpoints"):
+            assert cli.main([verb, "--workdir", os.fspath(workdir), "--out", os.fspath(out), "--overwrite"]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and err.startswith(f"error: --out {out} "), err
+    assert cli.main(["workdir-to-orbax", "--workdir", os.fspath(tmp_path / "none"), "--out",
+                     os.fspath(tmp_path / "o")]) == 2
+    assert "--workdir" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before

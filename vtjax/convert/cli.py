@@ -1,22 +1,30 @@
-"""``python -m vtjax.convert``: hf-to-orbax and orbax-to-hf, with optional verification."""
+"""``python -m vtjax.convert``: checkpoints between Hugging Face, vtjax params and training runs.
+
+Verbs are ``SOURCE-to-TARGET``: ``hf`` is a Hugging Face safetensors directory,
+``orbax`` a vtjax params checkpoint (what ``model.init_from`` reads), ``workdir``
+the ``--workdir`` of an SFT or GRPO run (its newest checkpoint, or ``--step``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+import traceback
 from pathlib import Path
 
 import jax
 
 from vtjax import errors
-from vtjax.convert.files import OutputExistsError, atomic_output_dir, copy_side_files
+from vtjax.convert.files import atomic_output_dir, copy_side_files, refuse_overlap
 from vtjax.convert.hf import MAX_SHARD_BYTES, load_hf, write_hf_files
 from vtjax.convert.orbax_io import (ParamLeafReader, read_checkpoint_config, restore_params,
                                     write_params_checkpoint)
-from vtjax.convert.safetensors_io import CheckpointError
 from vtjax.convert.verify import verify_against_transformers
-from vtjax.models.qwen2_5_vl import ConfigError
+from vtjax.train import export
+
+# The entry point is the top of the import graph: it may reach into vtjax.train (for workdir-to-*).
 
 
 class VerificationFailed(errors.ConversionError):
@@ -35,29 +43,47 @@ def parse_size(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vtjax.convert",
-                                     description="Convert Qwen2.5-VL checkpoints between Hugging Face and vtjax.")
+                                     description="Convert Qwen2.5-VL checkpoints between Hugging Face, vtjax params "
+                                                 "checkpoints and vtjax training runs.")
     sub = parser.add_subparsers(dest="command", required=True)
     to_orbax = sub.add_parser("hf-to-orbax", help="HF safetensors directory -> vtjax Orbax params checkpoint")
     to_orbax.add_argument("--hf-dir", required=True, type=Path, help="directory with config.json and safetensors")
-    to_orbax.add_argument("--out", required=True, type=Path, help="output checkpoint directory")
     to_orbax.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="params dtype")
     to_orbax.add_argument("--no-scan", action="store_true", help="store per-layer params (scan_layers=False)")
     to_hf = sub.add_parser("orbax-to-hf", help="vtjax Orbax params checkpoint -> HF safetensors directory")
     to_hf.add_argument("--ckpt", required=True, type=Path, help="vtjax params checkpoint directory")
-    to_hf.add_argument("--out", required=True, type=Path, help="output HF directory")
-    to_hf.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+    run_to_orbax = sub.add_parser("workdir-to-orbax",
+                                  help="a training run's params -> vtjax params checkpoint (for model.init_from)")
+    run_to_hf = sub.add_parser("workdir-to-hf", help="a training run's params -> HF safetensors directory")
+    for p in (run_to_orbax, run_to_hf):
+        p.add_argument("--workdir", required=True, type=Path, help="the --workdir of an SFT or GRPO run")
+        p.add_argument("--step", default=None, type=int, help="which checkpoint (default: the newest)")
+    for p in (to_hf, run_to_hf):
+        p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                        help="tensor dtype (default: the params' dtype)")
-    to_hf.add_argument("--max-shard-size", default=MAX_SHARD_BYTES, type=parse_size,
+        p.add_argument("--max-shard-size", default=MAX_SHARD_BYTES, type=parse_size,
                        help="largest safetensors shard (default 5GB)")
-    for p in (to_orbax, to_hf):
-        p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    for p in (to_orbax, to_hf, run_to_hf):
         p.add_argument("--verify", action="store_true",
                        help="compare logits with transformers (torch, CPU) and fail on a mismatch")
+    for p in (to_orbax, to_hf, run_to_orbax, run_to_hf):
+        p.add_argument("--out", required=True, type=Path, help="output directory (outside the input)")
+        p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     return parser
 
 
+def _input_dir(path: Path, flag: str) -> Path:
+    """``path`` checked to be an existing directory (before any work)."""
+    if not path.is_dir():
+        what = "does not exist" if not os.path.lexists(path) else "is not a directory"
+        raise errors.ConversionError(f"{flag} {path} {what}; pass the directory to convert")
+    return path
+
+
 def hf_to_orbax(args) -> None:
+    refuse_overlap(_input_dir(args.hf_dir, "--hf-dir"), args.out, "--hf-dir")
     # Conversion needs no accelerator: params stay in host memory as CPU jax arrays.
     config, params = load_hf(args.hf_dir, dtype=args.dtype, scan_layers=not args.no_scan,
                              device=jax.devices("cpu")[0], progress=not args.quiet)
@@ -70,6 +96,7 @@ def hf_to_orbax(args) -> None:
 
 
 def orbax_to_hf(args) -> None:
+    refuse_overlap(_input_dir(args.ckpt, "--ckpt"), args.out, "--ckpt")
     config = read_checkpoint_config(args.ckpt)
     # --verify runs the whole model, so it restores everything; otherwise one parameter at a time.
     params = restore_params(args.ckpt) if args.verify else ParamLeafReader(args.ckpt)
@@ -82,6 +109,26 @@ def orbax_to_hf(args) -> None:
     print(f"wrote {args.out}")
 
 
+def workdir_to_orbax(args) -> None:
+    # export refuses an --out over the workdir or inside its checkpoints; WORKDIR/params is fine.
+    _input_dir(args.workdir, "--workdir")
+    out = export.export_params(args.workdir, args.out, step=args.step, overwrite=args.overwrite)
+    print(f"wrote {out}; start a run from it with --config.model.init_from={out}")
+
+
+def workdir_to_hf(args) -> None:
+    _input_dir(args.workdir, "--workdir")
+    check = (lambda config, params, directory: _check(verify_against_transformers(config, params, directory))
+             ) if args.verify else None
+    export.export_hf(args.workdir, args.out, step=args.step, dtype=args.dtype, max_shard_bytes=args.max_shard_size,
+                     overwrite=args.overwrite, progress=not args.quiet, check=check)
+    print(f"wrote {args.out}")
+
+
+COMMANDS = {"hf-to-orbax": hf_to_orbax, "orbax-to-hf": orbax_to_hf, "workdir-to-orbax": workdir_to_orbax,
+            "workdir-to-hf": workdir_to_hf}
+
+
 def _check(report) -> None:
     print(report.summary())
     if not report.ok:
@@ -89,13 +136,26 @@ def _check(report) -> None:
 
 
 def main(argv=None) -> int:
+    """Runs one command; a user-fixable problem exits 2 (verification failure: 1) after one ``error:`` line."""
     args = build_parser().parse_args(argv)
     try:
-        {"hf-to-orbax": hf_to_orbax, "orbax-to-hf": orbax_to_hf}[args.command](args)
+        COMMANDS[args.command](args)
     except VerificationFailed:
-        print("error: verification failed; nothing was written", file=sys.stderr)
+        _print_error(args, "verification failed; nothing was written")
         return 1
-    except (CheckpointError, ConfigError, OutputExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except errors.UserError as e:
+        _print_error(args, str(e))
+        return 2
+    except OSError as e:
+        if e.errno is None:  # not from the operating system: a bug, keep the traceback
+            raise
+        _print_error(args, f"{e}; --out {args.out} is unchanged (fix the cause, e.g. disk space or permissions, "
+                           "and rerun)")
         return 2
     return 0
+
+
+def _print_error(args, message: str) -> None:
+    if args.verbose:
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr)

@@ -8,6 +8,7 @@ import os
 import jax
 import numpy as np
 
+from vtjax import errors
 from vtjax.models.qwen2_5_vl import Qwen25VLConfig, forward
 
 REL_TOL = 1e-4  # max |logit diff| allowed, relative to max(1, max |logit|): float32 rounding
@@ -38,7 +39,7 @@ def verify_against_transformers(config: Qwen25VLConfig, params, hf_dir: str | os
         import torch
         import transformers  # noqa: F401  (checked here so the error names both packages)
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise RuntimeError("--verify needs torch and transformers==4.51.3 (pip install 'vtjax[dev]')") from e
+        raise errors.ConversionError("--verify needs torch and transformers==4.51.3 (pip install 'vtjax[dev]')") from e
     model = _load_torch_model(hf_dir)
     stored = jax.numpy.dtype(config.param_dtype)
     if stored != jax.numpy.float32:

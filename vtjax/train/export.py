@@ -9,7 +9,9 @@ of its tokenizer) and writes the format of ``vtjax.convert.orbax_io``::
     out_dir/params/  out_dir/config.json  out_dir/vtjax.json  out_dir/tokenizer.model|json
 
 so GRPO can start from an SFT run, and evaluation, generation and
-``python -m vtjax.convert orbax-to-hf`` can load it.
+``python -m vtjax.convert orbax-to-hf`` can load it. ``export_hf`` writes the
+same params as a Hugging Face directory instead. On the command line:
+``python -m vtjax.convert workdir-to-orbax`` / ``workdir-to-hf``.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from vtjax import errors
-from vtjax.convert.files import atomic_output_dir
+from vtjax.convert.files import atomic_output_dir, copy_side_files, refuse_overlap
+from vtjax.convert.hf import MAX_SHARD_BYTES, write_hf_files
 from vtjax.convert.orbax_io import write_params_checkpoint
 from vtjax.data import tokenizer as tok_lib
 from vtjax.models.qwen2_5_vl import Qwen25VLConfig, abstract_params
+from vtjax.train.data import match_tokenizer
+from vtjax.train.state import model_config
 
 
 class ExportError(errors.CheckpointError):
@@ -74,9 +79,6 @@ def training_tokenizer_path(train_config) -> str:
 
 def training_model_config(train_config) -> Qwen25VLConfig:
     """The model config a training run built: preset or ``init_from``, with its tokenizer's special ids."""
-    from vtjax.train.data import match_tokenizer  # pylint: disable=import-outside-toplevel
-    from vtjax.train.state import model_config  # pylint: disable=import-outside-toplevel
-
     cfg = model_config(train_config)
     if train_config.data.source == "records":  # random init adopted the tokenizer's ids (train.data)
         tok = tok_lib.load_tokenizer(training_tokenizer_path(train_config))
@@ -113,6 +115,7 @@ def export_params(train_workdir: str | os.PathLike, out_dir: str | os.PathLike, 
     Returns:
       ``out_dir`` as a Path; point ``model.init_from`` at it.
     """
+    refuse_workdir_overlap(train_workdir, out_dir)
     model_cfg, params, _ = restore_training_params(train_workdir, step)
     tokenizer = tokenizer if tokenizer is not None else training_tokenizer_path(training_config(train_workdir, step))
     tok_file = _tokenizer_file(tokenizer) if tokenizer else None
@@ -122,6 +125,39 @@ def export_params(train_workdir: str | os.PathLike, out_dir: str | os.PathLike, 
         if tok_file is not None:  # under the name load_tokenizer looks for in a directory
             shutil.copy2(tok_file, tmp / ("tokenizer.json" if tok_file.suffix == ".json" else "tokenizer.model"))
     return out_dir
+
+
+def export_hf(train_workdir: str | os.PathLike, out_dir: str | os.PathLike, *, step: int | None = None,
+              dtype: str | None = None, max_shard_bytes: int = MAX_SHARD_BYTES, overwrite: bool = False,
+              progress: bool = True, check=None) -> Path:
+    """Writes the params of ``train_workdir``'s checkpoint as a Hugging Face directory (``from_pretrained``).
+
+    Safetensors shards, config.json and generation_config.json as ``save_hf``
+    writes them, plus the run's tokenizer files (all HF side files when the run
+    read its tokenizer from a directory, e.g. its ``init_from``). ``check``, when
+    given, is called as ``check(model_cfg, params, directory)`` before the
+    directory moves into place (``--verify``); an exception from it leaves nothing.
+    """
+    refuse_workdir_overlap(train_workdir, out_dir)
+    model_cfg, params, _ = restore_training_params(train_workdir, step)
+    tokenizer = training_tokenizer_path(training_config(train_workdir, step))
+    tok_file = _tokenizer_file(tokenizer) if tokenizer else None
+    out_dir = Path(out_dir)
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+        if tokenizer and Path(tokenizer).is_dir():
+            copy_side_files(Path(tokenizer), tmp)
+        if tok_file is not None and not (tmp / tok_file.name).exists():
+            shutil.copy2(tok_file, tmp / ("tokenizer.json" if tok_file.suffix == ".json" else "tokenizer.model"))
+        write_hf_files(model_cfg, params, tmp, dtype=dtype, max_shard_bytes=max_shard_bytes, progress=progress)
+        if check is not None:
+            check(model_cfg, params, tmp)
+    return out_dir
+
+
+def refuse_workdir_overlap(train_workdir: str | os.PathLike, out_dir: str | os.PathLike) -> None:
+    """An export may sit inside the run's workdir (e.g. ``WORKDIR/sft_params``), never over it or its checkpoints."""
+    refuse_overlap(train_workdir, out_dir, "--workdir", allow_inside=True)
+    refuse_overlap(_checkpoints_dir(train_workdir), out_dir, "the checkpoints of --workdir")
 
 
 def _tokenizer_file(path: str) -> Path:
