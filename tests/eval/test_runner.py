@@ -106,7 +106,7 @@ def test_eval_matches_direct_generation_and_resumes(tiny_data, tiny_ckpt, tmp_pa
     assert second["test"]["count"] == 6
     assert second["test"]["accuracy"] == pytest.approx(100 * np.mean([by_id[it["id"]]["correct"] for it in items]))
     summary = (tmp_path / "w" / "eval" / "summary.md").read_text()
-    assert "| test | 6 | 6 | 0 | 0 |" in summary and "- test: accuracy over all 6 questions." in summary
+    assert "| test | 6 | 6 | 0 | 0 |" in summary and "- test: all 6 questions scored." in summary
 
 
 def test_random_baseline_needs_a_tokenizer(tiny_data, tmp_path):
@@ -162,5 +162,5 @@ def test_eval_lists_a_broken_video_as_skipped(tiny_data, tiny_ckpt, tmp_path):
     assert scores["skipped"] == result["skipped"] and [it["id"] for it in scores["items"]] == [rows[0]["id"],
                                                                                                rows[2]["id"]]
     summary = (tmp_path / "w" / "eval" / "summary.md").read_text()
-    assert f"- bench: accuracy over 2 of 3 questions; 1 skipped: {broken} ({root / 'broken.mp4'}: " in summary
+    assert f"- bench: 2 of 3 questions scored (the others count as wrong in accuracy); 1 skipped: {broken} ({root / 'broken.mp4'}: " in summary
     assert "| bench | 3 | 2 | 0 | 1 |" in summary

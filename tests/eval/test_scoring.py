@@ -52,7 +52,7 @@ def test_outputs_in_order_and_missing():
         scoring.score_predictions(RECORDS[:2], {"r0": OUTPUTS["r0"]})
     m = scoring.score_predictions(RECORDS[:2], {"r0": OUTPUTS["r0"]}, allow_missing=True)
     assert m["missing"] == ["r1"] and m["expected"] == 2 and m["count"] == 1
-    assert m["accuracy"] == pytest.approx(100.0) and m["accuracy_of_expected"] == pytest.approx(50.0)
+    assert m["accuracy_of_scored"] == pytest.approx(100.0) and m["accuracy"] == pytest.approx(50.0)
 
 
 def test_graded_problem_types_use_the_accuracy_reward():
@@ -65,9 +65,9 @@ def test_summary_markdown(tmp_path):
     text = report.write_summary(str(tmp_path / "out" / "summary.md"), {"synthetic": m}, title="Demo")
     lines = text.splitlines()
     assert lines[0] == "# Demo"
-    assert lines[2].startswith("| benchmark | questions | scored | missing | skipped | accuracy % | accuracy % of all |")
+    assert lines[2].startswith("| benchmark | questions | scored | missing | skipped | accuracy % | accuracy % of scored |")
     assert lines[4] == "| synthetic | 4 | 4 | 0 | 0 | 50.00 | 50.00 | 50.00 | 75.00 | 66.67 | 100.00 | 50.00 | 50.00 |"
-    assert "- synthetic: accuracy over all 4 questions." in lines
+    assert "- synthetic: all 4 questions scored." in lines
     assert "| count | 2 | 50.00 |" in text and (tmp_path / "out" / "summary.md").read_text() == text
     assert report.markdown_table(["x"], [[math.nan]]).splitlines()[-1] == "| - |"
 
@@ -96,15 +96,15 @@ def test_summary_lists_missing_and_skipped(tmp_path):
     assert m["missing"] == ["r5"] and m["skipped"] == {"r3": "videos/r3.mp4: cannot decode"}
     assert [it["id"] for it in m["items"]] == ["r0", "r1", "r2", "r4"]
     # r0, r2, r4 right of the 4 scored; of all 6 expected, r3 and r5 count wrong.
-    assert m["accuracy"] == pytest.approx(75.0) and m["accuracy_of_expected"] == pytest.approx(50.0)
+    assert m["accuracy_of_scored"] == pytest.approx(75.0) and m["accuracy"] == pytest.approx(50.0)
     assert m["per_category"]["count"] == {"count": 2, "accuracy": 100.0}
     text = report.summary_markdown({"bench": m})
     assert "| bench | 6 | 4 | 1 | 1 | 75.00 | 50.00 |" in text
-    assert ("- bench: accuracy over 4 of 6 questions; 1 missing (no prediction): r5; "
+    assert ("- bench: 4 of 6 questions scored (the others count as wrong in accuracy); 1 missing (no prediction): r5; "
             "1 skipped: r3 (videos/r3.mp4: cannot decode).") in text.splitlines()
 
 
 def test_coverage_line_lists_the_first_ids():
     m = {"expected": 15, "count": 3, "missing": [f"m{i}" for i in range(12)], "skipped": {}}
     line = report.coverage_line("b", m, limit=3)
-    assert line == "- b: accuracy over 3 of 15 questions; 12 missing (no prediction): m0, m1, m2, ... and 9 more."
+    assert line == "- b: 3 of 15 questions scored (the others count as wrong in accuracy); 12 missing (no prediction): m0, m1, m2, ... and 9 more."

@@ -29,8 +29,8 @@ def coverage_line(name: str, r: Mapping, limit: int = 10) -> str:
     """What a benchmark's accuracy is over, and which questions (first `limit` ids) were missing or skipped."""
     expected, scored, missing, skipped = r["expected"], r["count"], r["missing"], r["skipped"]
     if scored == expected:
-        return f"- {name}: accuracy over all {expected} questions."
-    parts = [f"- {name}: accuracy over {scored} of {expected} questions"]
+        return f"- {name}: all {expected} questions scored."
+    parts = [f"- {name}: {scored} of {expected} questions scored (the others count as wrong in accuracy)"]
     if missing:
         parts.append(f"{len(missing)} missing (no prediction): {_ids(list(missing), limit)}")
     if skipped:
@@ -46,16 +46,16 @@ def summary_markdown(results: Mapping[str, Mapping], title: str = "Evaluation") 
     for name, r in results.items():
         g = r.get("grounding") or {}
         overview.append([name, r["expected"], r["count"], len(r["missing"]), len(r["skipped"]), r["accuracy"],
-                         r["accuracy_of_expected"], r["format_rate"], r["answered_rate"],
+                         r["accuracy_of_scored"], r["format_rate"], r["answered_rate"],
                          g.get("mIoU", float("nan")), g.get("R@0.3", float("nan")),
                          g.get("R@0.5", float("nan")), g.get("R@0.7", float("nan"))])
     parts = [f"# {title}", "",
              markdown_table(["benchmark", "questions", "scored", "missing", "skipped", "accuracy %",
-                             "accuracy % of all", "format %", "answered %", "mIoU", "R@0.3", "R@0.5", "R@0.7"],
+                             "accuracy % of scored", "format %", "answered %", "mIoU", "R@0.3", "R@0.5", "R@0.7"],
                             overview),
              "",
-             "accuracy, format and answered are over the scored questions; \"accuracy % of all\" counts "
-             "missing and skipped questions as wrong.",
+             "accuracy counts missing and skipped questions as wrong (correct / all questions, as published "
+             "tables do); \"accuracy % of scored\", format and answered are over the scored questions.",
              ""]
     parts += [coverage_line(name, r) for name, r in results.items()]
     for name, r in results.items():

@@ -63,8 +63,9 @@ def score_predictions(
     video) to the reason; they and the `missing` ids (no output, no reason)
     are listed, not scored. Returns a dict:
       `expected` records given; `count` records scored (with an output);
-      `accuracy` percent correct over the scored; `accuracy_of_expected`
-      percent correct over all expected (missing and skipped count wrong);
+      `accuracy` percent correct over all expected (missing and skipped count
+      as wrong: the published tables' correct / total); `accuracy_of_scored`
+      percent correct over the scored only;
       `format_rate` percent of scored outputs with a perfect format;
       `answered_rate` percent of scored outputs with a real answer (an option
       letter of the question, or non-blank `<answer>` content);
@@ -95,8 +96,8 @@ def score_predictions(
     result = {
         "expected": len(records),
         "count": len(items),
-        "accuracy": pct(correct),
-        "accuracy_of_expected": 100.0 * float(np.sum(correct)) / len(records) if records else float("nan"),
+        "accuracy": 100.0 * float(np.sum(correct)) / len(records) if records else float("nan"),
+        "accuracy_of_scored": pct(correct),
         "format_rate": pct([it["format"] for it in items]),
         "answered_rate": pct([_answered(it["pred"]) for it in items]),
         "per_category": {c: {"count": len(v), "accuracy": pct(v)} for c, v in sorted(by_cat.items())},
