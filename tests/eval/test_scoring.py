@@ -99,7 +99,7 @@ def test_summary_lists_missing_and_skipped(tmp_path):
     assert m["accuracy_of_scored"] == pytest.approx(75.0) and m["accuracy"] == pytest.approx(50.0)
     assert m["per_category"]["count"] == {"count": 2, "accuracy": 100.0}
     text = report.summary_markdown({"bench": m})
-    assert "| bench | 6 | 4 | 1 | 1 | 75.00 | 50.00 |" in text
+    assert "| bench | 6 | 4 | 1 | 1 | 50.00 | 75.00 |" in text
     assert ("- bench: 4 of 6 questions scored (the others count as wrong in accuracy); 1 missing (no prediction): r5; "
             "1 skipped: r3 (videos/r3.mp4: cannot decode).") in text.splitlines()
 
