@@ -6,6 +6,7 @@ import os
 import pytest
 
 from vtjax.data import records
+from vtjax.train import config as config_lib
 
 
 def good(**overrides):
@@ -61,7 +62,7 @@ def test_each_bad_record_is_reported_with_file_and_line(tmp_path):
     recs, problems = records.load_records(path, {"STAR": str(tmp_path)})
     assert [r.uid for r in recs] == ["mixed.jsonl:1", f"mixed.jsonl:{len(lines)}"]
     assert len(problems) == len(BAD) + 1
-    for (_raw, message), problem, line in zip(BAD, problems, range(2, len(BAD) + 2), strict=True):
+    for (_raw, message), problem, line in zip(BAD, problems[:-1], range(2, len(BAD) + 2), strict=True):
         assert problem.location == f"{path}:{line}"
         assert message in problem.reason, (message, problem.reason)
     assert "invalid JSON" in problems[-1].reason and problems[-1].location.endswith(f":{len(BAD) + 2}")
@@ -93,3 +94,71 @@ def test_resolve_video_path(tmp_path):
     for bad in ["", "..", "../x", "a/../../x", "/x", "~/x"]:
         with pytest.raises(ValueError):
             records.resolve_video_path(root, bad)
+
+
+def _symlinked_roots(tmp_path):
+    """root/ with a real clip, a link to it, a link to a file outside, a linked dir outside; another root."""
+    root, outside, other = tmp_path / "root", tmp_path / "outside", tmp_path / "other"
+    for d in (root / "clips", outside / "more", other):
+        d.mkdir(parents=True)
+    for f in (root / "clips" / "a.mp4", outside / "secret.mp4", outside / "more" / "b.mp4", other / "c.mp4"):
+        f.write_bytes(b"x")
+    (root / "inside_link.mp4").symlink_to(root / "clips" / "a.mp4")
+    (root / "inside_dir").symlink_to(root / "clips", target_is_directory=True)
+    (root / "outside_link.mp4").symlink_to(outside / "secret.mp4")
+    (root / "outside_dir").symlink_to(outside / "more", target_is_directory=True)
+    (root / "relative_up.mp4").symlink_to(os.path.join("..", "outside", "secret.mp4"))
+    (root / "to_other.mp4").symlink_to(other / "c.mp4")
+    return root, other
+
+
+def test_symlinks_inside_the_root_work_and_symlinks_out_of_it_are_refused(tmp_path):
+    root, _ = _symlinked_roots(tmp_path)
+    for ok in ["inside_link.mp4", "inside_dir/a.mp4", "clips/a.mp4"]:
+        assert records.resolve_video_path(str(root), ok) == os.path.join(str(root), ok)
+    for bad in ["outside_link.mp4", "outside_dir/b.mp4", "relative_up.mp4", "to_other.mp4"]:
+        with pytest.raises(ValueError, match="symlink.*outside the video roots") as info:
+            records.resolve_video_path(str(root), bad)
+        assert os.path.realpath(root / bad) in str(info.value)
+
+
+def test_a_symlinked_root_and_links_into_another_root_are_allowed(tmp_path):
+    root, other = _symlinked_roots(tmp_path)
+    alias = tmp_path / "alias"
+    alias.symlink_to(root, target_is_directory=True)  # the root itself is a link: its inside stays inside
+    assert records.resolve_video_path(str(alias), "inside_dir/a.mp4") == str(alias / "inside_dir" / "a.mp4")
+    assert records.resolve_video_path(str(root), "to_other.mp4", [str(other)]) == str(root / "to_other.mp4")
+    with pytest.raises(ValueError, match="outside the video roots"):
+        records.resolve_video_path(str(root), "outside_link.mp4", [str(other)])
+
+
+def test_load_records_refuses_symlinks_out_of_every_root(tmp_path):
+    root, other = _symlinked_roots(tmp_path)
+    rows = [good(path="inside_link.mp4"), good(path="outside_dir/b.mp4"), good(path="to_other.mp4"),
+            good(path="c.mp4", data_source="Other")]
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    recs, problems = records.load_records(tmp_path / "r.jsonl", {"STAR": str(root), "Other": str(other)})
+    assert [r.video_path for r in recs] == [str(root / "inside_link.mp4"), str(root / "to_other.mp4"),
+                                            str(other / "c.mp4")]
+    assert [p.location for p in problems] == [f"{tmp_path / 'r.jsonl'}:2"]
+    assert "outside the video roots" in problems[0].reason and problems[0].path == "outside_dir/b.mp4"
+
+
+@pytest.mark.parametrize("where", ["records", "config"])
+def test_parse_video_roots(tmp_path, where):
+    parse = {"records": records, "config": config_lib}[where].parse_video_roots  # config's is the CLI's
+    eq_dir = tmp_path / "run=3"
+    eq_dir.mkdir()
+    assert parse("") == {}
+    assert parse(" /videos ") == {"*": "/videos"}
+    assert parse("STAR=/a, *=/b") == {"STAR": "/a", "*": "/b"}
+    # A directory whose name holds "=": alone, as a named root, or among others.
+    assert parse(str(eq_dir)) == {"*": str(eq_dir)}
+    assert parse("/data/run=3/videos") == {"*": "/data/run=3/videos"}  # not a source name
+    assert parse("./x=1") == {"*": "./x=1"}
+    assert parse(f"STAR={eq_dir},*=/b=c") == {"STAR": str(eq_dir), "*": "/b=c"}
+    assert parse("LLaVA-Video 178K=/v") == {"LLaVA-Video 178K": "/v"}
+    with pytest.raises(ValueError, match=r"item '/data/x=1' must be Source=dir"):
+        parse("STAR=/a,/data/x=1")
+    with pytest.raises(ValueError, match=r"item '/b' must be Source=dir"):
+        parse("STAR=/a,/b")

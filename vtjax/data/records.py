@@ -14,11 +14,16 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 
+from vtjax import errors
+
 MULTIPLE_CHOICE = "multiple choice"
 DEFAULT_ROOT = "*"  # key of `video_roots` used for any data_source not listed
 _ANSWER_RE = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL)
 _OPTION_RE = re.compile(r"^\s*([A-Z])\s*[.:)]")
 _REQUIRED = ("problem", "problem_type", "data_type", "path", "solution")
+# A data_source name before "=" in video_roots: no path separator, not "~..." or ".";
+# anything else (an absolute, home or dotted path) before an "=" is part of a directory name.
+_SOURCE_NAME_RE = re.compile(r"^(\*|[^/\\~.=][^/\\=]*)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +59,39 @@ class RecordProblem:
         return f"{self.location}: {self.reason}"
 
 
-def resolve_video_path(root: str, relative: str) -> str:
-    """`root/relative`, refusing absolute paths and `..` that leave `root`.
+def parse_video_roots(value: str) -> dict[str, str]:
+    """``"/videos"`` -> {"*": "/videos"}; ``"A=/a,*=/b"`` -> {"A": "/a", "*": "/b"}.
 
-    The check is on the normalised path (symlinks inside the root are allowed).
+    An item splits at its first "=" only when the left part is a source name
+    and the whole item is not an existing directory, so ``/data/run=3`` and
+    ``A=/data/run=3`` both keep the directory ``/data/run=3``.
+    """
+    value = value.strip()
+    if not value:
+        return {}
+    if os.path.isdir(value):
+        return {DEFAULT_ROOT: value}
+    items = [x.strip() for x in value.split(",") if x.strip()]
+    roots = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if sep and _SOURCE_NAME_RE.match(name.strip()) and not os.path.isdir(item):
+            roots[name.strip()] = path.strip()
+        elif len(items) == 1:
+            roots[DEFAULT_ROOT] = item
+        else:
+            raise errors.ConfigError(
+                f"data.video_roots item {item!r} must be Source=dir (e.g. STAR=/data/star, *=/data/videos)"
+            )
+    return roots
+
+
+def resolve_video_path(root: str, relative: str, other_roots: Sequence[str] = ()) -> str:
+    """`root/relative`, refusing absolute paths, `..` and symlinks that leave the roots.
+
+    Symlinks are followed (os.path.realpath on both sides): a link that ends
+    inside `root` or one of `other_roots` works, one to a file or directory
+    outside them all is refused. Returns the unresolved `root/relative`.
     """
     if not relative:
         raise ValueError("path is empty")
@@ -67,6 +101,13 @@ def resolve_video_path(root: str, relative: str) -> str:
     full = os.path.normpath(os.path.join(root, relative))
     if os.path.commonpath([root, full]) != root:
         raise ValueError(f"path {relative!r} escapes the video root {root}; remove the '..' parts")
+    real = os.path.realpath(full)
+    real_roots = [os.path.realpath(r) for r in (root, *other_roots)]
+    if not any(os.path.commonpath([r, real]) == r for r in real_roots):
+        raise ValueError(
+            f"path {relative!r} leads through a symlink to {real}, outside the video roots; "
+            "copy the video into its root or add the link's target directory to video_roots"
+        )
     return full
 
 
@@ -138,7 +179,7 @@ def validate_record(
         raise ValueError(
             f"no video root for data_source {source!r}; add it (or {DEFAULT_ROOT!r}) to video_roots"
         )
-    video_path = resolve_video_path(root, raw["path"])
+    video_path = resolve_video_path(root, raw["path"], list(video_roots.values()))
     m = _ANSWER_RE.search(raw["solution"])
     if not m:
         raise ValueError(f"solution {raw['solution'][:60]!r} has no <answer>...</answer>")

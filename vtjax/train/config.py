@@ -15,6 +15,7 @@ import os
 import ml_collections
 
 from vtjax import errors
+from vtjax.data.records import parse_video_roots  # data.video_roots' parser (train.data imports it from here)
 
 MODES = ("sft", "grpo", "eval", "generate")
 NONFINITE_ACTIONS = ("stop", "skip")
@@ -124,19 +125,6 @@ def split_list(value: str | tuple | list) -> list[str]:
     """``"a, b"`` or ``("a", "b")`` -> ``["a", "b"]`` (empty items dropped)."""
     items = value.split(",") if isinstance(value, str) else list(value)
     return [str(x).strip() for x in items if str(x).strip()]
-
-
-def parse_video_roots(value: str) -> dict[str, str]:
-    """``"/videos"`` -> {"*": "/videos"}; ``"A=/a,*=/b"`` -> {"A": "/a", "*": "/b"}."""
-    if "=" not in value:
-        return {"*": value.strip()} if value.strip() else {}
-    roots = {}
-    for item in split_list(value):
-        if "=" not in item:
-            raise ConfigError(f"data.video_roots item {item!r} must be Source=dir")
-        name, path = item.split("=", 1)
-        roots[name.strip()] = path.strip()
-    return roots
 
 
 def mesh_sizes(config, num_devices: int) -> dict[str, int]:
