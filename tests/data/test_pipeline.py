@@ -188,3 +188,27 @@ def test_eval_keeps_file_order_and_pads_the_last_batch(dataset, tok):
     assert _ids(batches) == [f"g{i}" for i in range(NUM_GOOD)]
     assert [b["example_mask"].tolist() for b in batches][-1] == [True, True, False, False]
     assert all(b["input_ids"].shape[0] == 4 for b in batches)
+
+
+def test_a_bad_video_is_decoded_and_warned_about_once_over_epochs(dataset, tok, caplog, monkeypatch):
+    recs, _ = _load(dataset)
+    garbage = os.path.join(dataset["root"], "garbage.mp4")
+    chosen = [r for r in recs if r.uid in ("g0", "g1", "g2", "g3")] + [r for r in recs if r.video_path == garbage]
+    assert len(chosen) == 5
+    calls = []
+    real_load = examples.video.load_video
+
+    def counting_load(path, **kwargs):
+        calls.append(path)
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(examples.video, "load_video", counting_load)
+    with caplog.at_level(logging.WARNING, logger="vtjax.data.pipeline"):
+        it = iter(_sft(chosen, tok, num_epochs=3, max_bad_fraction=0.5))
+        batches = list(it)
+    assert calls.count(garbage) == 1  # epochs 2 and 3 skip it without decoding
+    assert calls.count(os.path.join(dataset["root"], "good0.mp4")) == 3
+    warnings = [r for r in caplog.records if garbage in r.getMessage()]
+    assert len(warnings) == 1 and "could not decode" in warnings[0].getMessage()
+    assert it.stats["seen"] == 15 and it.stats["skipped"] == 3  # still counted every epoch
+    assert sorted(_ids(batches)) == sorted(["g0", "g1", "g2", "g3"] * 3)

@@ -4,7 +4,8 @@
 normalised later in the batch so less crosses the process boundary), and
 encodes the chat with `<|video_pad|>` expanded. A video that cannot be used
 or a conversation longer than `max_length` yields a `Skipped` instead, which
-the batching stage counts.
+the batching stage counts. A video that failed once is remembered (per
+process) and skipped in later epochs without being decoded again.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class VideoOptions:
     min_pixels: int = sampling.VIDEO_MIN_PIXELS  # per-frame pixel floor
     max_pixels: int | None = 128 * 28 * 28  # per-frame pixel ceiling
     total_pixels: int = sampling.VIDEO_TOTAL_PIXELS  # whole-video budget
-    backend: str | None = None  # "decord" | "pyav"; None: decord when installed
+    backend: str | None = None  # "pyav" | "decord"; None: PyAV (bounded memory on large frames)
     threads: int = 1  # decoder threads per worker
 
 
@@ -52,6 +53,8 @@ class ExampleBuilder:
     video: VideoOptions = VideoOptions()
     max_length: int = 8192  # longer conversations are skipped, never truncated
     include_prompt_in_loss: bool = False  # SFT: also train on prompt text tokens
+    # video path -> why it cannot be used; filled as videos fail, one copy per worker process
+    bad_videos: dict[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -59,6 +62,8 @@ class ExampleBuilder:
 
     def __call__(self, record: Record) -> dict | Skipped:
         v = self.video
+        if record.video_path in self.bad_videos:
+            return Skipped(record.uid, record.video_path, self.bad_videos[record.video_path])
         try:
             frames, fps = video.load_video(
                 record.video_path, nframes=v.nframes, fps=v.fps, min_frames=v.min_frames,
@@ -66,6 +71,7 @@ class ExampleBuilder:
                 total_pixels=v.total_pixels, backend=v.backend, threads=v.threads,
             )
         except video.VideoError as e:
+            self.bad_videos[record.video_path] = e.reason
             return Skipped(record.uid, record.video_path, e.reason)
         patches, grid = vision.patchify_video_raw(frames)  # uint8 [N, 1176], [3]
         user_text = chat.format_question(record.problem, record.options, self.prompts.question_template)

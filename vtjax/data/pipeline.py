@@ -68,6 +68,7 @@ class _BatchIterator(grain.DatasetIterator):
         self._seen = 0  # examples pulled from the parent
         self._skipped: list[str] = []  # "record_id (path): reason", most recent last
         self._num_skipped = 0
+        self._warned: set[str] = set()  # skip messages already logged; a repeat (next epoch) is only counted
         self._done = False
 
     @property
@@ -79,7 +80,9 @@ class _BatchIterator(grain.DatasetIterator):
         self._num_skipped += 1
         message = f"{skipped.record_id} ({skipped.path}): {skipped.reason}"
         self._skipped = (self._skipped + [message])[-20:]
-        log.warning("skipping example %s", message)
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("skipping example %s", message)
         denominator = max(self._seen, self._ds.budget_size, self._ds.config.min_examples_for_budget)
         if self._num_skipped > self._ds.config.max_bad_fraction * denominator:
             raise BadDataError(
