@@ -86,7 +86,7 @@ def main():
     parser.add_argument("--nframes", type=int, default=16, help="frames sampled per video")
     parser.add_argument("--max-pixels", type=int, default=128 * 28 * 28, help="per-frame pixel cap")
     args = parser.parse_args()
-    backends = ["decord", "pyav"] if video.default_backend() == "decord" else ["pyav"]
+    backends = ["decord", "pyav"] if video.decord_installed() else ["pyav"]
     with tempfile.TemporaryDirectory() as tmp:
         path = write_clip(os.path.join(tmp, "clip.mp4"), args.seconds)
         for backend in backends:

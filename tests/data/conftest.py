@@ -21,15 +21,17 @@ CORPUS = [
 
 
 def write_video(
-    path, *, frames=24, fps=12, width=96, height=64, gop=None, bframes=None, codec="libx264", faststart=False
+    path, *, frames=24, fps=12, width=96, height=64, gop=None, bframes=None, codec="libx264", faststart=False,
+    codec_options=None,
 ):
     """Writes an mp4 whose frames differ (moving bar, changing colour); returns the path.
 
-    faststart puts the index (moov) before the frames, so a truncated copy still opens.
+    faststart puts the index (moov) before the frames, so a truncated copy still opens;
+    codec_options go to the encoder (e.g. {"preset": "ultrafast"} for large test frames).
     """
     options = {"movflags": "faststart"} if faststart else {}
     container = av.open(os.fspath(path), "w", options=options)
-    stream = container.add_stream(codec, rate=fps)
+    stream = container.add_stream(codec, rate=fps, options=codec_options or {})
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     if gop is not None:
         stream.codec_context.gop_size = gop

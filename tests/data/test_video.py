@@ -63,7 +63,8 @@ def test_pyav_decodes_only_what_the_samples_need(video_factory):
     path = video_factory("gop5_long.mp4", frames=300, fps=30, gop=5)
     reader = video._PyAVReader(path, threads=1)
     try:
-        reader.read(sampling.frame_indices(300, 4))
+        frames = list(reader.iter_frames(sampling.frame_indices(300, 4)))
+        assert len(frames) == 4 and frames[0].shape == (64, 96, 3)
         # 4 samples, each at most one 5-frame GOP away from a keyframe.
         assert reader.frames_decoded <= 4 * 5 + 4
     finally:
@@ -87,7 +88,8 @@ def test_load_video_default_frame_budget(video_factory):
     # Default min_pixels = 128*28*28 forces an upscale of the 64x96 clip: beta = sqrt(100352 / 6144)
     # = 4.04, ceil(64*4.04/28) = 10 -> 280, ceil(96*4.04/28) = 14 -> 392.
     assert frames.shape == (4, 280, 392, 3)
-    assert video.default_backend() == "decord"
+    assert video.default_backend() == "pyav" and video.decord_installed()
+    np.testing.assert_array_equal(video.load_video(path, fps=2.0, backend="decord")[0], frames)
 
 
 @pytest.fixture(scope="module")

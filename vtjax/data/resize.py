@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse
 
 _CUBIC_A = -0.5  # Keys' coefficient used by PIL and torch's antialiased bicubic.
+_CHUNK_FLOATS = 1 << 20  # float32 values converted at once in the vertical pass (4 MiB)
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:
@@ -72,7 +73,9 @@ def resize_bicubic_antialias(frames: np.ndarray, height: int, width: int) -> np.
     """Resizes uint8 frames [T, H, W, C] to [T, height, width, C] (uint8).
 
     Vertical pass, then horizontal, in float32 sparse matmuls; then clamp and
-    round half to even, like torchvision on uint8 tensors.
+    round half to even, like torchvision on uint8 tensors. The vertical pass
+    converts a strip of columns at a time, so a large frame is never held in
+    float32 (each output is the same ordered sum either way).
     """
     if frames.dtype != np.uint8 or frames.ndim != 4:
         raise TypeError(
@@ -84,9 +87,14 @@ def resize_bicubic_antialias(frames: np.ndarray, height: int, width: int) -> np.
     x = frames
     if h != height:
         mh = _axis_matrix(h, height)
-        # Per frame: [height, h] @ [h, w*c] -> [height, w*c].
-        x = np.stack([mh @ f.reshape(h, w * c).astype(np.float32) for f in x])
-        x = x.reshape(t, height, w, c)
+        step = max(1, _CHUNK_FLOATS // h)  # columns per strip
+        xh = np.empty((t, height, w * c), np.float32)
+        for i, f in enumerate(x):
+            f = f.reshape(h, w * c)
+            for j in range(0, w * c, step):
+                # [height, h] @ [h, step] -> [height, step]
+                xh[i, :, j : j + step] = mh @ f[:, j : j + step].astype(np.float32)
+        x = xh.reshape(t, height, w, c)
     if w != width:
         mw = _axis_matrix(w, width)
         xw = np.ascontiguousarray(x.transpose(2, 0, 1, 3)).reshape(w, -1)  # [w, t*height*c]

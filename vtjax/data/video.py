@@ -1,16 +1,22 @@
 """`load_video`: sample frames from a file the way qwen-vl-utils does, then resize.
 
-Two decoders return identical frames for the same indices: decord (default
-where installed) and PyAV (portable). Both read only what the sampled frames
-need: decord seeks per batch, and the PyAV reader demuxes the packet index
+Two decoders return identical frames for the same indices: PyAV (the
+default: portable, as fast, and its memory does not grow with the frame
+size beyond one frame and the codec's reference frames) and decord. Both read only what the sampled frames
+need: decord seeks per frame, and the PyAV reader demuxes the packet index
 (no decoding), then seeks to the keyframe before each wanted frame unless it
 is cheaper to decode forward from where it is.
+
+Frames are resized one at a time as they are decoded, so a 4000x3000 video
+never holds more than one full-resolution frame (the resize is the same
+function applied per frame, so the pixels equal a resize of the whole stack).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -30,8 +36,13 @@ class VideoError(errors.DataError):
 
 
 def default_backend() -> str:
-    """decord when importable, else PyAV."""
-    return "decord" if importlib.util.find_spec("decord") is not None else "pyav"
+    """PyAV: as fast as decord on 480p, and decord keeps several RGB copies of each full-size frame."""
+    return "pyav"
+
+
+def decord_installed() -> bool:
+    """Whether backend="decord" can be used here."""
+    return importlib.util.find_spec("decord") is not None
 
 
 class _DecordReader:
@@ -44,8 +55,10 @@ class _DecordReader:
         self.num_frames = len(self._vr)
         self.fps = float(self._vr.get_avg_fps())
 
-    def read(self, indices: np.ndarray) -> np.ndarray:
-        return self._vr.get_batch([int(i) for i in indices]).asnumpy()  # [n, H, W, 3] uint8
+    def iter_frames(self, indices: np.ndarray) -> Iterator[np.ndarray]:
+        """Yields frame `i` uint8 [H, W, 3] for each of the increasing `indices`, one decoded at a time."""
+        for i in indices:
+            yield self._vr.get_batch([int(i)]).asnumpy()[0]
 
     def close(self):
         del self._vr
@@ -80,7 +93,8 @@ class _PyAVReader:
         self._last_pts = None  # timestamp of the last decoded frame
         self.frames_decoded = 0  # frames pulled from the decoder (tests check we skip work)
 
-    def read(self, indices: np.ndarray) -> np.ndarray:
+    def iter_frames(self, indices: np.ndarray) -> Iterator[np.ndarray]:
+        """Yields frame `i` uint8 [H, W, 3] for each of the increasing `indices`, one decoded at a time."""
         if len(self._pts) == 0 or len(self._keys) == 0:
             raise ValueError("no decodable packets")
         if int(indices.max()) >= len(self._pts):
@@ -88,9 +102,8 @@ class _PyAVReader:
                 f"truncated: frame {int(indices.max())} requested, only {len(self._pts)} frames "
                 f"readable of {self.num_frames} in the header"
             )
-        wanted = self._pts[indices]
-        frames = {int(p): self._frame_at(int(p)) for p in np.unique(wanted)}
-        return np.stack([frames[int(p)] for p in wanted])
+        for i in indices:
+            yield self._frame_at(int(self._pts[i]))
 
     def _frame_at(self, target: int) -> np.ndarray:
         """Decodes forward from the current position, seeking when a keyframe lies between."""
@@ -131,11 +144,17 @@ def read_frames(
     max_frames: int = sampling.FPS_MAX_FRAMES,
     backend: str | None = None,
     threads: int = 1,
+    size: Callable[[int, int, int], tuple[int, int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Decodes the sampled frames at their original size.
+    """Decodes the sampled frames one at a time, resizing each as it arrives.
+
+    Args:
+      size: (sampled frame count, height, width) of the video -> (height,
+        width) to resize every frame to (bicubic, antialiased); None keeps
+        the original size. A ValueError from it becomes a VideoError.
 
     Returns:
-      frames uint8 [n, H, W, 3], indices int64 [n], sample_fps.
+      frames uint8 [n, H, W, 3] (H, W from `size`), indices int64 [n], sample_fps.
 
     Raises:
       VideoError: the file is missing, empty, unreadable or too short.
@@ -159,7 +178,9 @@ def read_frames(
         except ValueError as e:
             raise VideoError(path, f"too few frames: {e}") from e
         indices = sampling.frame_indices(total, n)
-        frames = reader.read(indices)
+        unique, inverse = np.unique(indices, return_inverse=True)  # decode a repeated index once
+        target = None if size is None else (lambda h, w: size(n, h, w))
+        frames = _decode_resized(path, backend, reader.iter_frames(unique), len(unique), target)
     except VideoError:
         raise
     except Exception as e:  # decoder libraries raise their own types; report them uniformly
@@ -167,9 +188,37 @@ def read_frames(
     finally:
         if reader is not None:
             reader.close()
-    if frames.ndim != 4 or frames.shape[0] != n or frames.shape[-1] != 3:
-        raise VideoError(path, f"{backend} returned frames of shape {frames.shape}, expected [{n}, H, W, 3]")
+    if len(unique) != n:
+        frames = frames[inverse.reshape(-1)]
     return frames, indices, sampling.sample_fps(n, total, video_fps)
+
+
+def _decode_resized(
+    path: str, backend: str, decoded: Iterator[np.ndarray], n: int, size: Callable[[int, int], tuple[int, int]] | None
+) -> np.ndarray:
+    """Stacks `n` decoded frames into uint8 [n, h, w, 3], resizing each before the next is decoded."""
+    out, shape, count = None, None, 0
+    for i, frame in enumerate(decoded):  # frame: uint8 [H, W, 3] at the video's resolution
+        if frame.ndim != 3 or frame.shape[-1] != 3:
+            raise VideoError(path, f"{backend} returned a frame of shape {frame.shape}, expected [H, W, 3]")
+        if out is None:
+            shape = frame.shape
+            new_h, new_w = shape[:2]
+            if size is not None:
+                try:
+                    new_h, new_w = size(*shape[:2])
+                except ValueError as e:
+                    raise VideoError(path, str(e)) from e
+            out = np.empty((n, new_h, new_w, 3), np.uint8)
+        elif frame.shape != shape:
+            raise VideoError(path, f"sampled frame {i} is {frame.shape[:2]}, the first was {shape[:2]}; "
+                                   "re-encode the video at one size")
+        out[i] = resize.resize_bicubic_antialias(frame[None], new_h, new_w)[0]
+        del frame  # drop the full-resolution frame before the decoder makes the next one
+        count += 1
+    if count != n:
+        raise VideoError(path, f"{backend} returned {count} frames, expected {n}")
+    return out
 
 
 def load_video(
@@ -193,23 +242,19 @@ def load_video(
       fps: sampling rate when `nframes` is None, clamped to [min_frames, max_frames].
       min_pixels, max_pixels, total_pixels: per-frame pixel budget (see
         `sampling.frame_max_pixels`); the frame is resized with `smart_resize`.
-      backend: "decord" or "pyav"; None picks decord when installed.
+      backend: "pyav" or "decord"; None picks PyAV.
       threads: decoder threads (1 suits one process per core).
 
     Returns:
       frames uint8 [T, H, W, 3] with H, W multiples of 28 and T even, and
       sample_fps (frames per second of the sampled frames).
     """
+    def size(n: int, height: int, width: int) -> tuple[int, int]:
+        budget = sampling.frame_max_pixels(n, min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels)
+        return vision.smart_resize(height, width, min_pixels=min_pixels, max_pixels=budget)
+
     frames, _, fps_out = read_frames(
         path, nframes=nframes, fps=fps, min_frames=min_frames, max_frames=max_frames,
-        backend=backend, threads=threads,
+        backend=backend, threads=threads, size=size,
     )
-    n, height, width, _ = frames.shape
-    budget = sampling.frame_max_pixels(
-        n, min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels
-    )
-    try:
-        new_h, new_w = vision.smart_resize(height, width, min_pixels=min_pixels, max_pixels=budget)
-    except ValueError as e:
-        raise VideoError(os.fspath(path), str(e)) from e
-    return resize.resize_bicubic_antialias(frames, new_h, new_w), fps_out
+    return frames, fps_out
