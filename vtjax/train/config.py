@@ -16,6 +16,7 @@ import ml_collections
 
 from vtjax import errors
 from vtjax.data.records import parse_video_roots  # data.video_roots' parser (train.data imports it from here)
+from vtjax.models.qwen2_5_vl.config import ATTENTION_IMPLS, DTYPES, PRESETS, REMAT_POLICIES, VisionConfig
 
 MODES = ("sft", "grpo", "eval", "generate")
 NONFINITE_ACTIONS = ("stop", "skip")
@@ -89,6 +90,7 @@ def sft_defaults() -> ml_collections.ConfigDict:
     c.checkpoint.keep = 3  # newest checkpoints kept
     c.checkpoint.async_save = True  # write in the background while training continues
     c.checkpoint.resume = True  # continue from the newest checkpoint in workdir when there is one
+    c.checkpoint.allow_config_change = False  # resume although batch, data, seed, ... differ from the saved config
 
     c.log = ml_collections.ConfigDict()
     c.log.every_steps = 10  # console summary and TensorBoard scalars every N steps
@@ -139,23 +141,33 @@ def mesh_sizes(config, num_devices: int) -> dict[str, int]:
     known = math.prod(v for v in sizes.values() if v != -1)
     if fill:
         if num_devices % known:
-            raise ConfigError(f"mesh sizes {sizes} do not divide the {num_devices} devices: set "
+            fixed = ", ".join(f"mesh.{k}={v}" for k, v in sizes.items() if v != -1)
+            raise ConfigError(f"{fixed} (product {known}) do not divide the {num_devices} devices: set "
                               f"mesh.{fill[0]} explicitly or change the other axes")
         sizes[fill[0]] = num_devices // known
     if math.prod(sizes.values()) != num_devices:
-        raise ConfigError(f"mesh.data*mesh.fsdp*mesh.tensor = {math.prod(sizes.values())} but there are "
+        raise ConfigError(f"mesh.data*mesh.fsdp*mesh.tensor = {sizes['data']}*{sizes['fsdp']}*{sizes['tensor']} "
+                          f"= {math.prod(sizes.values())} but there are "
                           f"{num_devices} devices; make the product equal the device count (or use -1)")
     return sizes
 
 
-def validate(config, *, num_devices: int, process_count: int = 1) -> dict[str, int]:
-    """Checks ``config`` before anything is compiled; returns the resolved mesh sizes."""
+def validate(config, *, num_devices: int, process_count: int = 1,
+             rows: tuple[str, int] | None = None) -> dict[str, int]:
+    """Checks ``config`` before anything is compiled; returns the resolved mesh sizes.
+
+    ``rows`` is what one optimizer step splits into micro-batches, as (how the user set it, count);
+    default ``("train.batch_size=B", B)``. GRPO passes its prompts times completions.
+    """
     if config.mode not in MODES:
         raise ConfigError(f"mode={config.mode!r} must be one of {MODES}")
     t = config.train
     positive = {"train.lr": t.lr, "train.batch_size": t.batch_size, "train.micro_batches": t.micro_batches,
                 "train.loss_chunk": t.loss_chunk, "checkpoint.every_steps": config.checkpoint.every_steps,
                 "checkpoint.keep": config.checkpoint.keep, "log.every_steps": config.log.every_steps}
+    if not isinstance(config.checkpoint.allow_config_change, bool):
+        raise ConfigError(f"checkpoint.allow_config_change={config.checkpoint.allow_config_change!r} must be "
+                          "True or False")
     for name, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{name}={value} must be positive")
@@ -168,41 +180,71 @@ def validate(config, *, num_devices: int, process_count: int = 1) -> dict[str, i
     for name in ("warmup_ratio", "end_lr_ratio"):
         if not 0.0 <= t[name] <= 1.0:
             raise ConfigError(f"train.{name}={t[name]} must be in [0, 1]")
-    if not (0 <= t.b1 < 1 and 0 <= t.b2 < 1 and t.eps > 0):
-        raise ConfigError(f"train.b1={t.b1}, train.b2={t.b2} must be in [0, 1) and train.eps={t.eps} > 0")
+    for name in ("b1", "b2"):
+        if not 0 <= t[name] < 1:
+            raise ConfigError(f"train.{name}={t[name]} must be in [0, 1)")
+    if not t.eps > 0:
+        raise ConfigError(f"train.eps={t.eps} must be positive")
     if t.on_nonfinite not in NONFINITE_ACTIONS:
         raise ConfigError(f"train.on_nonfinite={t.on_nonfinite!r} must be one of {NONFINITE_ACTIONS}")
     bad = [p for p in split_list(t.freeze) if p not in FREEZABLE]
     if bad:
-        raise ConfigError(f"train.freeze has unknown part(s) {bad}; choose from {FREEZABLE}")
+        raise ConfigError(f"train.freeze={t.freeze!r} has unknown part(s) {bad}; choose from {FREEZABLE}")
 
     sizes = mesh_sizes(config, num_devices)
-    batch_shards = sizes["data"] * sizes["fsdp"]
-    if t.batch_size % t.micro_batches:
-        raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.micro_batches="
-                          f"{t.micro_batches}")
-    micro = t.batch_size // t.micro_batches
-    if micro % batch_shards:
-        raise ConfigError(f"train.batch_size={t.batch_size} / train.micro_batches={t.micro_batches} = {micro} "
-                          f"examples per micro-batch is not divisible by the data axes mesh.data*mesh.fsdp="
-                          f"{batch_shards}; make train.batch_size a multiple of {t.micro_batches * batch_shards}")
-    if micro % process_count:
-        raise ConfigError(f"train.batch_size={t.batch_size} / train.micro_batches={t.micro_batches} must be "
-                          f"divisible by the {process_count} processes")
-    if config.model.init_from and not os.path.isdir(config.model.init_from):
-        raise ConfigError(f"model.init_from={config.model.init_from!r} is not a directory; convert a "
-                          "checkpoint with `python -m vtjax.convert hf-to-orbax` or set it to ''")
+    what, count = rows or (f"train.batch_size={t.batch_size}", t.batch_size)
+    check_batch_split(what, count, t.micro_batches, sizes["data"] * sizes["fsdp"], process_count)
+    validate_model(config)
     _validate_data(config)
     return sizes
+
+
+def check_batch_split(what: str, rows: int, micro_batches: int, batch_shards: int, process_count: int) -> None:
+    """``rows`` (set by the user as ``what``) must split into ``micro_batches`` slices over the data axes."""
+    if rows % micro_batches:
+        raise ConfigError(f"{what} is not divisible by train.micro_batches={micro_batches}; set "
+                          f"train.micro_batches to a divisor of {rows}")
+    micro = rows // micro_batches
+    if micro % batch_shards:
+        raise ConfigError(f"{what} / train.micro_batches={micro_batches} = {micro} rows per micro-batch is not "
+                          f"divisible by the data axes mesh.data*mesh.fsdp={batch_shards}; make {what.split('=')[0]} "
+                          f"a multiple of {micro_batches * batch_shards}")
+    if micro % process_count:
+        raise ConfigError(f"{what} / train.micro_batches={micro_batches} = {micro} rows per micro-batch is not "
+                          f"divisible by the {process_count} processes")
+
+
+def validate_model(config) -> None:
+    """The ``model`` block: a known preset (when not loading a checkpoint), dtypes, remat and attention choices."""
+    m = config.model
+    if not m.init_from and not m.get("from_workdir") and str(m.preset).lower() not in PRESETS:
+        raise ConfigError(f"model.preset={m.preset!r} is not a preset; choose one of {list(PRESETS)} "
+                          "or load a checkpoint with model.init_from")
+    for name in ("dtype", "param_dtype"):
+        if m[name] not in DTYPES:
+            raise ConfigError(f"model.{name}={m[name]!r} must be one of {DTYPES}")
+    if m.remat_policy not in REMAT_POLICIES:
+        raise ConfigError(f"model.remat_policy={m.remat_policy!r} must be one of {REMAT_POLICIES}")
+    if m.attention_impl not in ATTENTION_IMPLS:
+        raise ConfigError(f"model.attention_impl={m.attention_impl!r} must be one of {ATTENTION_IMPLS}")
+    if m.init_from and not os.path.isdir(m.init_from):
+        raise ConfigError(f"model.init_from={m.init_from!r} is not a directory; convert a "
+                          "checkpoint with `python -m vtjax.convert hf-to-orbax` or set it to ''")
 
 
 def _validate_data(config) -> None:
     d = config.data
     if d.source not in ("records", "synthetic"):
         raise ConfigError(f"data.source={d.source!r} must be 'records' or 'synthetic'")
+    if not 0.0 <= d.max_bad_fraction <= 1.0:
+        raise ConfigError(f"data.max_bad_fraction={d.max_bad_fraction} must be in [0, 1]")
+    if d.worker_count < 0:
+        raise ConfigError(f"data.worker_count={d.worker_count} must be >= 0 (0 decodes in the main process)")
+    for name in ("length_buckets", "patch_buckets"):
+        if any(not isinstance(b, int) or b <= 0 for b in d[name]):
+            raise ConfigError(f"data.{name}={tuple(d[name])} must hold positive integers, or be () for the defaults")
     if d.source == "synthetic":
-        if d.synthetic_examples <= 0 or d.synthetic_text <= 0:
-            raise ConfigError("data.synthetic_examples and data.synthetic_text must be positive")
+        _validate_synthetic(d)
         return
     files = split_list(d.train_files)
     if not files:
@@ -226,7 +268,21 @@ def _validate_data(config) -> None:
     for name in ("system_prompt", "question_prompt"):
         if d[name] and not os.path.isfile(d[name]):
             raise ConfigError(f"data.{name}: {d[name]!r} does not exist")
-    if d.nframes <= 0 or d.max_pixels <= 0 or d.max_length <= 0:
-        raise ConfigError("data.nframes, data.max_pixels and data.max_length must be positive")
+    for name in ("nframes", "max_pixels", "max_length"):
+        if d[name] <= 0:
+            raise ConfigError(f"data.{name}={d[name]} must be positive")
     if not 0 < d.min_pixels <= d.max_pixels:
         raise ConfigError(f"data.min_pixels={d.min_pixels} must be in (0, data.max_pixels={d.max_pixels}]")
+
+
+def _validate_synthetic(d) -> None:
+    for name in ("synthetic_examples", "synthetic_text"):
+        if d[name] <= 0:
+            raise ConfigError(f"data.{name}={d[name]} must be positive")
+    grid, merge = tuple(d.synthetic_grid), VisionConfig.spatial_merge_size
+    if len(grid) != 3 or any(not isinstance(n, int) or n <= 0 for n in grid):
+        raise ConfigError(f"data.synthetic_grid={grid} must be 3 positive integers (t, h, w) in patches, "
+                          "e.g. (2, 4, 4)")
+    if grid[1] % merge or grid[2] % merge:
+        raise ConfigError(f"data.synthetic_grid={grid}: h and w must be multiples of {merge} (the vision "
+                          f"merger folds {merge}x{merge} patches into one token)")

@@ -66,11 +66,11 @@ def validate(config, *, num_devices: int, process_count: int = 1) -> dict[str, i
         raise ConfigError("GRPO runs on one host for now (rollouts gather prompts on the host); "
                           "launch it on a single multi-device host")
     r = config.rl
-    rows = config.train.batch_size * r.group_size
-    sft_view = config.copy_and_resolve_references()
-    with sft_view.unlocked():
-        sft_view.train.batch_size = rows  # the update runs over all completions
-    sizes = config_lib.validate(sft_view, num_devices=num_devices, process_count=process_count)
+    if r.group_size < 1:
+        raise ConfigError(f"rl.group_size={r.group_size} must be at least 1")
+    b, g = config.train.batch_size, r.group_size
+    rows = (f"train.batch_size*rl.group_size={b}*{g}={b * g}", b * g)  # the update runs over all completions
+    sizes = config_lib.validate(config, num_devices=num_devices, process_count=process_count, rows=rows)
     if r.group_size < 2 and r.advantage_scale == "group":
         raise ConfigError(f"rl.group_size={r.group_size}: group advantages need at least 2 samples per prompt")
     for name in ("max_new_tokens", "num_iterations"):

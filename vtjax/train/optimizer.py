@@ -7,10 +7,15 @@ Frozen parts (``train.freeze``) get no optimizer state and no update.
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import jax
 import optax
 
 from vtjax.train.config import split_list
+
+log = logging.getLogger("vtjax.train")
 
 # Parameter path prefixes of each freezable part.
 FREEZE_PREFIXES = {
@@ -48,7 +53,18 @@ def lr_schedule(lr: float, num_steps: int, warmup_steps: int, end_lr_ratio: floa
 
 
 def warmup_steps_for(train_cfg, num_steps: int) -> int:
-    return int(train_cfg.warmup_steps or round(train_cfg.warmup_ratio * num_steps))
+    """``train.warmup_steps`` (or ``warmup_ratio`` of the run), at most ``num_steps``; warns when it clamps."""
+    warmup = int(train_cfg.warmup_steps or round(train_cfg.warmup_ratio * num_steps))
+    if warmup > num_steps:
+        _warn_clamped(warmup, num_steps)
+    return min(warmup, num_steps)
+
+
+@functools.lru_cache(maxsize=None)  # once per run: the trainers ask for the warmup twice
+def _warn_clamped(warmup: int, num_steps: int) -> None:
+    log.warning("train.warmup_steps=%d is more than the run's %d steps: warming up over all %d steps "
+                "instead (the peak train.lr is reached only at the end); lower train.warmup_steps or use "
+                "train.warmup_ratio", warmup, num_steps, num_steps)
 
 
 def make_optimizer(train_cfg, params, num_steps: int) -> optax.GradientTransformation:

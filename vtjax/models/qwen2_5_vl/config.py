@@ -245,11 +245,9 @@ class Qwen25VLConfig:
     @classmethod
     def preset(cls, name: str, **runtime: Any) -> "Qwen25VLConfig":
         """One of "3b", "7b", "32b", "72b" (the Instruct checkpoints) or "tiny"."""
-        builders = {"3b": _preset_3b, "7b": _preset_7b, "32b": _preset_32b,
-                    "72b": _preset_72b, "tiny": _preset_tiny}
-        if name.lower() not in builders:
-            raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(builders)}")
-        return builders[name.lower()]().replace(**runtime)
+        if str(name).lower() not in PRESETS:
+            raise ConfigError(f"model.preset={name!r} is not a preset; choose one of {list(PRESETS)}")
+        return PRESETS[name.lower()]().replace(**runtime)
 
     @classmethod
     def tiny(cls, **runtime: Any) -> "Qwen25VLConfig":
@@ -295,6 +293,10 @@ def _preset_tiny() -> Qwen25VLConfig:
                         mrope_section=(2, 3, 3), max_position_embeddings=4096),
         image_token_id=505, video_token_id=506, vision_start_token_id=503,
         vision_end_token_id=504, bos_token_id=500, eos_token_id=502, pad_token_id=500)
+
+
+# name -> builder of Qwen25VLConfig.preset (names are lowercase; lookups lowercase the name).
+PRESETS = {"3b": _preset_3b, "7b": _preset_7b, "32b": _preset_32b, "72b": _preset_72b, "tiny": _preset_tiny}
 
 
 def _check_type(where: str, value: Any, cls: type, name: str) -> None:
