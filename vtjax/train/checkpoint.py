@@ -9,17 +9,35 @@ Layout under ``workdir/checkpoints/<step>/``::
 Saves are asynchronous: ``save`` returns once arrays are copied to host
 memory, and the files are committed (renamed from a temporary directory) in
 the background, so a run killed mid-write leaves the previous step intact.
+A save that fails for lack of space or permission (now, or later in the
+background) raises one ``WorkdirError`` naming the directory; steps found
+damaged at resume are moved to ``workdir/checkpoints_damaged/``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import logging
 import os
+import re
+import shutil
+import sys
 
 import grain
+import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
+from vtjax import errors
 from vtjax.train.state import TrainState
+
+log = logging.getLogger("vtjax.train")
+
+# Messages of storage failures (tensorstore reports errno as "[os_error_code='28']", not as an OSError).
+_IO_FAILURE = re.compile(r"os_error_code='(\d+)'|No space left|Disk quota|File too large|Read-only file system|"
+                         r"Permission denied")
 
 
 class _StateSnapshot:
@@ -44,15 +62,69 @@ class _StateReceiver:
         pass
 
 
+def storage_failure(exc: BaseException) -> str | None:
+    """The operating system's reason (e.g. "No space left on device") when ``exc`` or its causes is a
+    failed write or read of files; None for anything else."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return os.strerror(exc.errno)
+        match = _IO_FAILURE.search(str(exc))
+        if match:
+            return os.strerror(int(match.group(1))) if match.group(1) else match.group(0)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+class _QuietStorageNoise(logging.Filter):
+    """Drops Orbax's multi-line ERROR logs of a failed write: ``Checkpointer`` raises it as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or "orbax" not in record.pathname:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        failed = storage_failure(exc) if exc is not None else None
+        return not (failed or _IO_FAILURE.search(record.getMessage()) or "failed" in record.getMessage())
+
+
+def _drop_closed_loop_callbacks(unraisable, previous):
+    """After a failed read or write, tensorstore completes pending futures into Orbax's already closed
+    asyncio loop, and each prints "RuntimeError: Event loop is closed"; the failure itself is reported once."""
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return
+    previous(unraisable)
+
+
+def _install_unraisable_filter():
+    """Wraps the current ``sys.unraisablehook`` (once) with ``_drop_closed_loop_callbacks``."""
+    if not getattr(sys.unraisablehook, "vtjax_filter", False):
+        hook = functools.partial(_drop_closed_loop_callbacks, previous=sys.unraisablehook)
+        hook.vtjax_filter = True
+        sys.unraisablehook = hook
+
+
 class Checkpointer:
     """Saves at multiples of ``every_steps`` (or when forced), keeps the newest ``keep``."""
 
     def __init__(self, workdir: str, *, every_steps: int, keep: int, async_save: bool = True):
         self.every_steps = every_steps
+        self.workdir = os.path.abspath(workdir)
+        self.directory = os.path.join(self.workdir, "checkpoints")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                                create=True)
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        with self._storage(None):
+            self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self._in_flight: int | None = None  # the step whose background write may still be running
+        self._failed = False
+        self._noise = _QuietStorageNoise()
+        logging.getLogger("absl").addFilter(self._noise)
+        _install_unraisable_filter()
+
+    def steps(self) -> list[int]:
+        """The committed steps, oldest first."""
+        return sorted(self.manager.all_steps())
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -65,7 +137,15 @@ class Checkpointer:
             state=ocp.args.StandardSave(state),
             data=grain.checkpoint.CheckpointSave(_StateSnapshot(data_state)),
             config=ocp.args.JsonSave(config))
-        return self.manager.save(step, args=args, force=True)
+        with self._storage(self._in_flight):  # a failure of the previous background write surfaces here
+            self.manager.wait_until_finished()
+        with self._storage(step):
+            self._in_flight = step
+            return self.manager.save(step, args=args, force=True)
+
+    def read_config(self, step: int) -> dict:
+        """The experiment config saved with ``step``."""
+        return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
     def restore(self, step: int, target: TrainState) -> tuple[TrainState, dict]:
         """The state at ``step`` placed like ``target`` (ShapeDtypeStructs with shardings), and this
@@ -73,12 +153,62 @@ class Checkpointer:
         receiver = _StateReceiver()
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), data=grain.checkpoint.CheckpointRestore(receiver)))
+        if receiver.state is None:
+            raise ValueError("no data-iterator state was restored")
         return restored["state"], receiver.state
+
+    def set_aside(self, steps: list[int]) -> str:
+        """Moves damaged ``steps`` out of the checkpoint directory (into ``checkpoints_damaged/``, kept for
+        inspection) so that saving those step numbers again works; returns where they went."""
+        aside = os.path.join(self.workdir, "checkpoints_damaged")
+        if jax.process_index() == 0:
+            with self._storage(None):
+                os.makedirs(aside, exist_ok=True)
+                for step in steps:
+                    target = os.path.join(aside, str(step))
+                    if os.path.exists(target):
+                        shutil.rmtree(target)
+                    os.rename(os.path.join(self.directory, str(step)), target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("vtjax_checkpoints_set_aside")
+        self.manager.reload()
+        return aside
 
     def wait(self):
         """Blocks until background writes are committed."""
-        self.manager.wait_until_finished()
+        with self._storage(self._in_flight):
+            self.manager.wait_until_finished()
 
     def close(self):
-        self.manager.wait_until_finished()
-        self.manager.close()
+        if self._failed:  # the failure is being raised already; what is left to flush would fail the same way
+            with contextlib.suppress(Exception):
+                self.manager.close()
+        else:
+            with self._storage(self._in_flight):
+                self.manager.wait_until_finished()
+            self.manager.close()
+        logging.getLogger("absl").removeFilter(self._noise)
+
+    @contextlib.contextmanager
+    def _storage(self, step: int | None):
+        """Turns a failed write under the checkpoint directory into one ``WorkdirError``."""
+        try:
+            yield
+        except Exception as e:
+            reason = storage_failure(e)
+            if reason is None:
+                raise
+            self._failed = True
+            what = f"checkpoint step {step}" if step is not None else "checkpoints"
+            committed = self._committed_text()
+            raise errors.WorkdirError(
+                f"could not write {what} under {self.directory}: {reason}. Free space there (or lower "
+                f"checkpoint.keep, or use a --workdir on a larger disk) and rerun the same command to "
+                f"resume from {committed}") from e
+
+    def _committed_text(self) -> str:
+        try:
+            latest = self.manager.latest_step()
+        except Exception:  # noqa: BLE001  (only decorates the message)
+            latest = None
+        return f"step {latest}" if latest is not None else "the start (no checkpoint was committed)"

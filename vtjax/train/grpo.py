@@ -4,8 +4,8 @@ Each step samples ``rl.group_size`` completions for each of ``train.batch_size``
 prompts with the compiled sampler (on the training mesh, from the current
 params), scores them on the host with the configured reward functions,
 normalises rewards within each group, and updates the policy with the GRPO
-loss (k3 KL against the frozen starting policy). Checkpoints, resume,
-preemption and logging work as in SFT; the sampling seed derives from the
+loss (k3 KL against the frozen starting policy). Checkpoints, resume
+(config check, damaged steps skipped), SIGTERM / Ctrl-C and logging work as in SFT; the sampling seed derives from the
 step, so a resumed run draws the same rollouts an uninterrupted one would.
 """
 
@@ -21,16 +21,18 @@ from vtjax.data import batching, pipeline
 from vtjax.rl import grpo as grpo_lib
 from vtjax.rl import rewards as rewards_lib
 from vtjax.sampling import generate
-from vtjax.train import grpo_config
+from vtjax.train import grpo_config, resume
 from vtjax.train.batch import data_shard
 from vtjax.train.checkpoint import Checkpointer
+from vtjax.train.compile_log import CompileLog
 from vtjax.train.data import record_source
 from vtjax.train.grpo_step import batch_logprobs_fn, make_grpo_step
 from vtjax.train.metrics import MetricsLogger
 from vtjax.train.optimizer import lr_schedule, make_optimizer, warmup_steps_for
 from vtjax.train.rollout_batch import build_rollout_batch, place_rollout_batch
-from vtjax.train.sft import NonFiniteLossError, RunResult, _StopFlag, num_train_steps
+from vtjax.train.sft import NonFiniteLossError, RunResult, num_train_steps
 from vtjax.train.sharding import make_mesh
+from vtjax.train.signals import StopFlag
 from vtjax.train.state import abstract_state, init_state, model_config, param_shapes, state_shardings, \
     with_shardings
 from vtjax.train.synthetic import SyntheticIterator
@@ -99,6 +101,10 @@ def run(config, workdir: str) -> RunResult:
     """Trains ``config`` (a GRPO ConfigDict) with checkpoints and logs under ``workdir``."""
     sizes = grpo_config.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
     weights = grpo_config.reward_weights(config)
+    config_dict = config.to_dict()
+    ckpt = Checkpointer(workdir, every_steps=config.checkpoint.every_steps, keep=config.checkpoint.keep,
+                        async_save=config.checkpoint.async_save)
+    resume_from = resume.check_workdir(ckpt, config_dict, resume=config.checkpoint.resume)
     mesh = make_mesh(sizes["data"], sizes["fsdp"], sizes["tensor"])
     model_cfg = model_config(config)
     iterator, model_cfg, tokenizer, per_epoch = grpo_data(config, model_cfg, mesh)
@@ -109,19 +115,17 @@ def run(config, workdir: str) -> RunResult:
     shardings = state_shardings(model_cfg, tx, mesh, shapes)
     schedule = lr_schedule(t.lr, total_steps, warmup_steps_for(t, total_steps), t.end_lr_ratio)
 
-    ckpt = Checkpointer(workdir, every_steps=config.checkpoint.every_steps, keep=config.checkpoint.keep,
-                        async_save=config.checkpoint.async_save)
-    latest = ckpt.latest_step() if config.checkpoint.resume else None
     start_state = init_state(model_cfg, tx, mesh, seed=config.seed, init_from=config.model.init_from)
     reference = start_state.params if r.beta > 0 else None  # the frozen starting policy
-    if latest is not None:
-        state, data_state = ckpt.restore(latest, with_shardings(shapes, shardings))
+    latest = None
+    if resume_from is not None:
+        latest, state, data_state = resume.restore_newest(ckpt, with_shardings(shapes, shardings))
         iterator.set_state(data_state)
         log.info("resumed from %s/%d", ckpt.directory, latest)
     else:
         state = start_state if reference is None else jax.tree_util.tree_map(lambda x: x.copy(), start_state)
     del start_state
-    step = int(jax.device_get(state.step))
+    step = first_step = int(jax.device_get(state.step))
 
     eos = tuple(int(e) for e in (model_cfg.eos_token_id,) if e is not None)
     stop_ids = eos + ((model_cfg.pad_token_id,) if model_cfg.pad_token_id is not None else ())
@@ -130,10 +134,10 @@ def run(config, workdir: str) -> RunResult:
     update = jax.jit(make_grpo_step(model_cfg, tx, schedule, t, r), donate_argnums=0)
     logger = MetricsLogger(workdir, every_steps=config.log.every_steps, total_steps=total_steps,
                            start_step=step, progress_bar=config.log.progress_bar, name="grpo")
-    config_dict = config.to_dict()
+    compile_log = CompileLog("GRPO update step")
     saved_step, status, scalars, skipped = latest, "done", {}, 0
     try:
-        with _StopFlag() as stop_flag:
+        with StopFlag() as stop_flag:
             while step < total_steps:
                 if stop_flag.requested:
                     status = "preempted"
@@ -143,6 +147,9 @@ def run(config, workdir: str) -> RunResult:
                     status = "data_exhausted"
                     break
                 hf, _ = batching.model_inputs(raw)
+                if step == first_step:
+                    log.info("sampling the first rollouts: compiling the sampler for prompt shapes %s",
+                             {k: tuple(np.shape(v)) for k, v in hf.items() if k in ("input_ids", "pixel_values_videos")})
                 start = time.perf_counter()
                 rollout = generate(model_cfg, state.params, **hf, max_new_tokens=r.max_new_tokens,
                                    num_samples=r.group_size, temperature=r.temperature, top_p=r.top_p,
@@ -161,11 +168,13 @@ def run(config, workdir: str) -> RunResult:
                     batch = batch.replace(old_logp=logprobs_fn(state.params, batch))
                 if reference is not None:
                     batch = batch.replace(ref_logp=logprobs_fn(reference, batch))
+                compile_log.before(batch)
                 start = time.perf_counter()
                 for _ in range(r.num_iterations):
                     state, metrics = update(state, batch)
                 metrics = jax.device_get(metrics)
                 update_s = time.perf_counter() - start
+                compile_log.after()
                 step += 1
                 if not metrics["finite"]:
                     if t.on_nonfinite == "stop":
@@ -173,8 +182,9 @@ def run(config, workdir: str) -> RunResult:
                         raise NonFiniteLossError(f"step {step}: non-finite GRPO loss/grad norm; update not "
                                                  f"applied, last checkpoint at step {saved_step}")
                     skipped += 1
+                    log.warning("step %d: non-finite GRPO loss/grad norm, update skipped (%d so far)", step, skipped)
                 scalars = rollout_scalars(metrics, total, per_fn, rollout, rollout_s, update_s, r.num_iterations)
-                scalars["updates_skipped"] = float(skipped)
+                scalars["updates_skipped"] = float(not metrics["finite"])  # this step's count (summed per interval)
                 logger.step(step, scalars)
                 if ckpt.save(step, state, iterator.get_state(), config_dict):
                     saved_step = step

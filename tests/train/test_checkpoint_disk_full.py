@@ -1,0 +1,40 @@
+"""A save that cannot be written (here: files capped at 400 kB, so writes fail with EFBIG as on a full disk)
+ends the run with one line naming the checkpoint directory and the fix, exit status 2."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.train.conftest import FAST_COMPILE_FLAGS, REPO, TINY_CONFIG
+
+FILE_LIMIT = 400_000  # bytes; the tiny state's largest OCDBT file is ~1 MB, logs stay far below
+
+
+def _limit_file_size():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_LIMIT, FILE_LIMIT))
+
+
+@pytest.mark.parametrize("async_save", [True, False])
+def test_a_failed_save_is_one_workdir_error(tmp_path, async_save):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}  # no cache writes
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}".strip()
+    cmd = [sys.executable, "-m", "vtjax.main", f"--config={TINY_CONFIG}", f"--workdir={tmp_path}",
+           "--config.train.num_steps=6", "--config.checkpoint.every_steps=2", "--config.log.every_steps=2",
+           f"--config.checkpoint.async_save={async_save}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, preexec_fn=_limit_file_size, capture_output=True, text=True,
+                          timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "Traceback" not in out and "Event loop is closed" not in out, out[-3000:]
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, out[-3000:]
+    assert f"could not write checkpoint step 2 under {tmp_path / 'checkpoints'}: File too large" in errors[0]
+    assert "Free space there" in errors[0]
+    assert len(out.splitlines()) < 20, out  # a few step lines and the error, not 1,600 lines of tracebacks
