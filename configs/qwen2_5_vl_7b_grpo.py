@@ -46,6 +46,7 @@ def get_config(arg: str = ""):
     c.rl.top_p = 0.95  # Video-R1 default
     c.rl.beta = 0.04  # the paper's KL weight
     c.rl.reward_weights = "accuracy=1.0,format=1.0"  # outcome + format rewards, as in the paper
+    c.rl.reward_rules = "video_r1"  # accuracy scored as Video-R1's released reward (the stack the paper follows)
 
     c.checkpoint.every_steps = 100  # rollouts are costly: save often
 

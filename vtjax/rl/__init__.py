@@ -1,8 +1,10 @@
 """GRPO pieces that run outside the model: rewards (host, pure Python) and advantages / loss (jnp).
 
 Modules:
-  rewards       format / accuracy / temporal-IoU rewards, registry, combine_rewards
-  text_metrics  WER and ROUGE-1/2/L used by the accuracy reward
+  rewards       registry, RewardOptions, combine_rewards, temporal-IoU reward
+  accuracy      accuracy reward: Video-R1's rules (default) or lenient ones
+  tag_format    Video-Thinker format reward, MM:SS or long-video time stamps
+  text_metrics  WER and stemmed ROUGE-1/2/L used by the accuracy reward
   grpo          group_advantages, completion_mask, grpo_loss
 
 See docs/rl.md.

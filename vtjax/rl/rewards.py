@@ -1,137 +1,50 @@
-"""GRPO reward functions (pure, host-side) and their weighted combination.
+"""GRPO reward registry and weighted combination; re-exports the format and accuracy rewards.
 
 Each reward maps (completion text, record) to a float; a registry names them
 and `combine_rewards` sums them with configured weights. Video-Thinker trains
 with accuracy + format (REFERENCE.md §1); `temporal_iou` is off by default.
-
-Format rules (`format_reward`), all required for 1.0, else 0.0:
-  - tags `<time> <caption> <think> <answer>` are never nested and every
-    opened tag is closed by the same tag;
-  - apart from the answer, the tags form k >= 1 blocks, each
-    `<time>` then `<caption>` then `<think>` in that order (free text may
-    sit anywhere between tags), so the three counts are equal;
-  - each `<time>` holds `MM:SS-MM:SS`: two-digit minutes and seconds,
-    seconds < 60, start <= end (spaces around the dash are allowed);
-  - caption, think and answer contents are not blank;
-  - exactly one `<answer>...</answer>`, after every other tag, followed only
-    by whitespace.
+The rules themselves live in `accuracy` (Video-R1's by default, or lenient)
+and `tag_format` (`<time>` stamps `MM:SS`, or long-video stamps); a
+`RewardOptions` passed to `combine_rewards` chooses them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from vtjax.eval import answers, grounding
-from vtjax.rl import text_metrics
+from vtjax.eval import grounding
+from vtjax.rl import accuracy, tag_format
+from vtjax.rl.accuracy import RewardRules
+from vtjax.rl.tag_format import TimeFormat
 
 RewardFn = Callable[[str, Any], float]  # (completion text, record) -> reward
 
 DEFAULT_WEIGHTS = {"accuracy": 1.0, "format": 1.0}
-_TAG_RE = re.compile(r"<(/?)(time|caption|think|answer)>")
-_BLOCK = ("time", "caption", "think")
 
 
-# ---------------------------------------------------------------- format
+@dataclasses.dataclass(frozen=True)
+class RewardOptions:
+    """Choices of the built-in rewards (the GRPO config's `rl.reward_rules` and `rl.time_format`)."""
+
+    rules: RewardRules = RewardRules.VIDEO_R1  # accuracy rules: Video-R1's as released, or lenient
+    time_format: TimeFormat = TimeFormat.MM_SS  # `<time>` stamps the format reward accepts
 
 
-def format_reward(text: str) -> float:
-    """1.0 if `text` follows the Video-Thinker tag format (module docstring), else 0.0."""
-    elements = []  # (name, content, end offset of the closing tag)
-    open_name, open_end = None, 0
-    for m in _TAG_RE.finditer(text):
-        closing, name = m.group(1) == "/", m.group(2)
-        if not closing:
-            if open_name is not None:
-                return 0.0  # nested
-            open_name, open_end = name, m.end()
-        else:
-            if open_name != name:
-                return 0.0  # stray or mismatched close
-            elements.append((name, text[open_end : m.start()], m.end()))
-            open_name = None
-    if open_name is not None:
-        return 0.0  # unclosed
-    if not elements or elements[-1][0] != "answer":
-        return 0.0
-    if sum(name == "answer" for name, _, _ in elements) != 1:
-        return 0.0
-    if text[elements[-1][2] :].strip() or not elements[-1][1].strip():
-        return 0.0
-    blocks = elements[:-1]
-    if not blocks or len(blocks) % 3:
-        return 0.0
-    for i, (name, content, _) in enumerate(blocks):
-        if name != _BLOCK[i % 3]:
-            return 0.0
-        if name == "time":
-            if grounding.parse_time_range(content, strict=True) is None:
-                return 0.0
-        elif not content.strip():
-            return 0.0
-    return 1.0
+def accuracy_reward(text: str, solution: str, problem_type: str,
+                    rules: RewardRules | str = RewardRules.VIDEO_R1) -> float:
+    """`accuracy.accuracy_reward`: Video-R1's accuracy by default (docs/rl.md)."""
+    return accuracy.accuracy_reward(text, solution, problem_type, rules)
 
 
-# ---------------------------------------------------------------- accuracy
-
-ACCURACY_KINDS = frozenset({"multiple choice", "numerical", "ocr", "free-form", "regression"})
-
-
-def _problem_kind(problem_type: str) -> str:
-    kind = re.sub(r"[\s_-]+", " ", problem_type.strip().lower())
-    kind = {"free form": "free-form", "freeform": "free-form", "multiple choice": "multiple choice"}.get(kind, kind)
-    if kind not in ACCURACY_KINDS:
-        raise ValueError(
-            f"problem_type {problem_type!r} has no accuracy rule; use one of {sorted(ACCURACY_KINDS)}."
-        )
-    return kind
-
-
-def _to_float(s: str) -> float | None:
-    try:
-        v = float(s.strip().replace(",", ""))
-    except ValueError:
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _solution_text(solution: str) -> str:
-    content = answers.last_answer(solution)
-    return content if content is not None else solution.strip()
-
-
-def accuracy_reward(text: str, solution: str, problem_type: str) -> float:
-    """Video-R1's accuracy for one completion; 0.0 when it has no `<answer>`.
-
-    multiple choice: 1 if the last answer's option letter (`answers.choice_letter`)
-      equals the ground-truth letter; numerical: 1 if both round to the same
-      2-decimal value; OCR: 1 - WER, clipped to [0, 1]; free-form: mean
-      ROUGE-1/2/L F1; regression: 1 - |pred - gt| / |gt|, clipped to [0, 1].
-    """
-    kind = _problem_kind(problem_type)
-    pred = answers.last_answer(text)
-    if pred is None:
-        return 0.0
-    if kind == "multiple choice":
-        return float(answers.choice_letter(pred) == answers.ground_truth_letter(solution))
-    gt = _solution_text(solution)
-    if kind == "ocr":
-        return float(np.clip(1.0 - text_metrics.word_error_rate(gt, pred), 0.0, 1.0))
-    if kind == "free-form":
-        return text_metrics.rouge_mean_f(gt, pred)
-    p, g = _to_float(pred), _to_float(gt)
-    if g is None:
-        raise ValueError(f"solution {solution[:60]!r} is not a number; a {kind} record needs one.")
-    if p is None:
-        return 0.0
-    if kind == "numerical":
-        return float(round(p, 2) == round(g, 2))
-    rel = abs(p - g) / max(abs(g), 1e-9)  # regression; gt 0 scores 1 only for an exact 0
-    return float(1.0 - min(1.0, rel))
+def format_reward(text: str, time_format: TimeFormat | str = TimeFormat.MM_SS) -> float:
+    """`tag_format.format_reward`: 1.0 if the Video-Thinker tag format holds, else 0.0."""
+    return tag_format.format_reward(text, TimeFormat(time_format))
 
 
 # ---------------------------------------------------------------- grounding
@@ -166,29 +79,37 @@ def record_field(record: Any, name: str, default: Any = ...) -> Any:
 
 
 REWARDS: dict[str, RewardFn] = {}
+_TAKES_OPTIONS: set[str] = set()  # rewards called as fn(text, record, options=RewardOptions)
 
 
-def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
-    """Decorator: registers `fn(text, record) -> float` under `name`."""
+def register_reward(name: str, *, takes_options: bool = False) -> Callable[[RewardFn], RewardFn]:
+    """Decorator: registers `fn(text, record) -> float` under `name`.
+
+    With `takes_options`, `combine_rewards` also passes its `RewardOptions`
+    as the keyword `options` (the built-in accuracy and format rewards).
+    """
 
     def add(fn: RewardFn) -> RewardFn:
         if name in REWARDS:
             raise ValueError(f"reward {name!r} is already registered.")
         REWARDS[name] = fn
+        if takes_options:
+            _TAKES_OPTIONS.add(name)
         return fn
 
     return add
 
 
-@register_reward("format")
-def _format(text: str, record: Any) -> float:
+@register_reward("format", takes_options=True)
+def _format(text: str, record: Any, options: RewardOptions = RewardOptions()) -> float:
     del record
-    return format_reward(text)
+    return format_reward(text, options.time_format)
 
 
-@register_reward("accuracy")
-def _accuracy(text: str, record: Any) -> float:
-    return accuracy_reward(text, record_field(record, "solution"), record_field(record, "problem_type"))
+@register_reward("accuracy", takes_options=True)
+def _accuracy(text: str, record: Any, options: RewardOptions = RewardOptions()) -> float:
+    return accuracy_reward(text, record_field(record, "solution"), record_field(record, "problem_type"),
+                           options.rules)
 
 
 @register_reward("temporal_iou")
@@ -212,6 +133,7 @@ def combine_rewards(
     texts: Sequence[str],
     records: Sequence[Any],
     weights: Mapping[str, float] | None = None,
+    options: RewardOptions = RewardOptions(),
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Weighted sum of the named rewards for each completion.
 
@@ -221,6 +143,7 @@ def combine_rewards(
         are consecutive in `texts` (the sampler's `[B * num_samples]` layout).
       weights: {reward name: weight}; default accuracy 1.0 + format 1.0.
         Zero-weight rewards are still computed and reported.
+      options: accuracy rules and `<time>` format of the built-in rewards.
 
     Returns:
       (total float32 [N], {name: float32 [N] unweighted values}).
@@ -230,11 +153,13 @@ def combine_rewards(
     if not records or n % len(records):
         raise ValueError(f"{n} texts but {len(records)} records; pass one record per text or per group.")
     group = n // len(records)
+    fns = {name: functools.partial(REWARDS[name], options=options) if name in _TAKES_OPTIONS else REWARDS[name]
+           for name in weights}
     per = {name: np.zeros([n], np.float32) for name in weights}
     for i, text in enumerate(texts):
         record = records[i // group]
-        for name in weights:
-            per[name][i] = REWARDS[name](text, record)
+        for name, fn in fns.items():
+            per[name][i] = fn(text, record)
     total = np.zeros([n], np.float32)
     for name, w in weights.items():
         total += np.float32(w) * per[name]

@@ -1,60 +1,40 @@
-"""Word error rate and ROUGE-1/2/L F-measures, written out small (no external scorer).
+"""Word error rate (written here) and mean ROUGE-1/2/L F1 (Google's `rouge-score`), as Video-R1 scores them.
 
-Tokenisation for ROUGE: lower-case, every run of characters other than
-a-z and 0-9 is a separator (so punctuation and case never matter). No
-stemming: "jumps" and "jump" are different words here, unlike scorers that
-run the Porter stemmer. WER splits on whitespace and is case-sensitive.
+WER: words are whitespace-split and case-sensitive; the word edit distance
+is divided by max(1, number of reference words), so an empty reference
+gives the hypothesis length (Video-R1's definition).
+
+ROUGE: `rouge_score.rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"],
+use_stemmer=True)`, as Video-R1's free-form reward calls it. Its tokenizer
+lower-cases, treats every character other than a-z and 0-9 as a separator
+(so non-Latin text has no tokens and scores 0) and Porter-stems words of
+more than 3 letters: "dogs running" and "dog run" score 1.0.
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
+import functools
 from collections.abc import Sequence
 
-_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
-def rouge_tokens(text: str) -> list[str]:
-    """Lower-cased alphanumeric words."""
-    return [w for w in _NON_ALNUM.split(text.lower()) if w]
+@functools.cache
+def _scorer(use_stemmer: bool):
+    from rouge_score import rouge_scorer  # imported on first use: it loads nltk (~2 s)
+
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=use_stemmer)
 
 
-def _f1(overlap: int, n_ref: int, n_hyp: int) -> float:
-    if overlap == 0 or n_ref == 0 or n_hyp == 0:
-        return 0.0
-    p, r = overlap / n_hyp, overlap / n_ref
-    return 2 * p * r / (p + r)
+def rouge_f(reference: str, hypothesis: str, use_stemmer: bool = True) -> dict[str, float]:
+    """{"rouge1", "rouge2", "rougeL": F1} of `hypothesis` against `reference`."""
+    scores = _scorer(use_stemmer).score(reference, hypothesis)
+    return {name: float(scores[name].fmeasure) for name in ROUGE_TYPES}
 
 
-def rouge_n(reference: Sequence[str], hypothesis: Sequence[str], n: int) -> float:
-    """ROUGE-N F1: clipped n-gram overlap counts."""
-    ref = Counter(tuple(reference[i : i + n]) for i in range(len(reference) - n + 1))
-    hyp = Counter(tuple(hypothesis[i : i + n]) for i in range(len(hypothesis) - n + 1))
-    overlap = sum((ref & hyp).values())
-    return _f1(overlap, sum(ref.values()), sum(hyp.values()))
-
-
-def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence (O(len(a) * len(b)) dynamic programme)."""
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(reference: Sequence[str], hypothesis: Sequence[str]) -> float:
-    """ROUGE-L F1 from the LCS (sentence level, beta = 1)."""
-    return _f1(lcs_length(reference, hypothesis), len(reference), len(hypothesis))
-
-
-def rouge_mean_f(reference: str, hypothesis: str) -> float:
+def rouge_mean_f(reference: str, hypothesis: str, use_stemmer: bool = True) -> float:
     """Mean of ROUGE-1, ROUGE-2 and ROUGE-L F1 (Video-R1's free-form reward)."""
-    ref, hyp = rouge_tokens(reference), rouge_tokens(hypothesis)
-    return (rouge_n(ref, hyp, 1) + rouge_n(ref, hyp, 2) + rouge_l(ref, hyp)) / 3.0
+    return sum(rouge_f(reference, hypothesis, use_stemmer).values()) / len(ROUGE_TYPES)
 
 
 def edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
@@ -69,8 +49,6 @@ def edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word edit distance / number of reference words (1.0 for an empty reference and any hypothesis)."""
+    """Word edit distance / max(1, number of reference words); may exceed 1."""
     ref, hyp = reference.split(), hypothesis.split()
-    if not ref:
-        return 0.0 if not hyp else 1.0
-    return edit_distance(ref, hyp) / len(ref)
+    return edit_distance(ref, hyp) / max(1, len(ref))

@@ -101,6 +101,7 @@ def run(config, workdir: str) -> RunResult:
     """Trains ``config`` (a GRPO ConfigDict) with checkpoints and logs under ``workdir``."""
     sizes = grpo_config.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
     weights = grpo_config.reward_weights(config)
+    reward_options = grpo_config.reward_options(config)
     config_dict = config.to_dict()
     ckpt = Checkpointer(workdir, every_steps=config.checkpoint.every_steps, keep=config.checkpoint.keep,
                         async_save=config.checkpoint.async_save)
@@ -157,7 +158,7 @@ def run(config, workdir: str) -> RunResult:
                 rollout_s = time.perf_counter() - start
                 texts = completion_texts(tokenizer, rollout["tokens"], rollout["lengths"], stop_ids)
                 recs = [{"solution": s, "problem_type": p} for s, p in zip(raw["solution"], raw["problem_type"], strict=True)]
-                total, per_fn = rewards_lib.combine_rewards(texts, recs, weights)
+                total, per_fn = rewards_lib.combine_rewards(texts, recs, weights, reward_options)
                 advantages = np.asarray(grpo_lib.group_advantages(total, r.group_size, r.advantage_scale,
                                                                   r.advantage_eps))
                 host = build_rollout_batch(model_cfg, hf, rollout["tokens"], rollout["lengths"], advantages,

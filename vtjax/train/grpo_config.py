@@ -38,6 +38,8 @@ def grpo_defaults() -> ml_collections.ConfigDict:
     c.rl.clip = True  # False: plain ratio * advantage, as Video-R1
     c.rl.num_iterations = 1  # updates per batch of rollouts
     c.rl.reward_weights = "accuracy=1.0,format=1.0"  # name=weight from vtjax.rl.rewards.REWARDS
+    c.rl.reward_rules = "video_r1"  # video_r1 | lenient: accuracy rules (Video-R1's as released; docs/rl.md)
+    c.rl.time_format = "mm:ss"  # mm:ss | long: <time> stamps the format reward accepts (long: MMM:SS, HH:MM:SS)
     c.rl.advantage_scale = "group"  # group | batch | none: what the centred reward is divided by
     c.rl.advantage_eps = 1e-4  # added to the std
     c.rl.loss_agg = "seq-mean-token-mean"  # seq-mean-token-mean | token-mean | seq-mean-token-sum-norm
@@ -58,6 +60,16 @@ def reward_weights(config) -> dict[str, float]:
         raise ConfigError(f"rl.reward_weights={config.rl.reward_weights!r}: unknown or no reward names "
                           f"{unknown}; registered: {sorted(rewards_lib.REWARDS)}")
     return weights
+
+
+def reward_options(config) -> rewards_lib.RewardOptions:
+    """``rl.reward_rules`` and ``rl.time_format`` as the rewards' options, values checked."""
+    choices = (("reward_rules", rewards_lib.RewardRules), ("time_format", rewards_lib.TimeFormat))
+    for name, kind in choices:
+        if config.rl[name] not in {k.value for k in kind}:
+            raise ConfigError(f"rl.{name}={config.rl[name]!r} must be one of {[k.value for k in kind]}")
+    return rewards_lib.RewardOptions(rewards_lib.RewardRules(config.rl.reward_rules),
+                                     rewards_lib.TimeFormat(config.rl.time_format))
 
 
 def validate(config, *, num_devices: int, process_count: int = 1) -> dict[str, int]:
@@ -86,4 +98,5 @@ def validate(config, *, num_devices: int, process_count: int = 1) -> dict[str, i
     if r.loss_agg not in grpo_lib.AGGREGATIONS:
         raise ConfigError(f"rl.loss_agg={r.loss_agg!r} must be one of {grpo_lib.AGGREGATIONS}")
     reward_weights(config)
+    reward_options(config)
     return sizes
