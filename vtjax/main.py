@@ -31,6 +31,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from vtjax import demo, errors
+from vtjax.compile_cache import namespace_cache_dir
 from vtjax import generate as generate_mode
 from vtjax.eval import runner as eval_runner
 from vtjax.train import grpo, sft
@@ -207,6 +208,7 @@ def run_mode(config, workdir: str | None):
         raise ConfigError(f"mode={config.mode!r} has no trainer; registered modes: {sorted(TRAINERS)}")
     check_workdir(workdir)  # before any model is loaded: an unusable workdir fails in a second
     initialize_distributed()
+    namespace_cache_dir()  # a shared persistent cache never hands this run another environment's executable
     return trainer(config, workdir)
 
 

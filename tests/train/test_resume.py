@@ -1,10 +1,14 @@
 """Stopped runs (SIGTERM; SIGKILL after a committed save) resume and end bit-equal to an uninterrupted run.
 
-Bit equality across processes needs kernels whose summation order does not
-depend on how the CPU's threads are scheduled; under load (CI runs two test
-workers on two cores) multi-threaded matmuls were seen to differ by one
-rounding step in ~1 of 3 runs, so these runs use single-threaded kernels.
-What the test checks, exact state / data-iterator restore, is unchanged.
+The runs use the default (multi-threaded) CPU kernels: the program is
+deterministic, so equality holds on a loaded machine too. This test once
+failed in ~1 of 3 runs alone and in most full-suite runs: when SIGTERM landed
+between two saves, the loop saved the data position *after* fetching the next
+batch, so the resumed run skipped one batch. Here every batch holds the same 8
+records in another order, so the skip showed up only as one-ulp differences
+(summation order) from the first resumed step on. Whether the stop landed on a
+save step depended on timing, hence the flake. tests/train/test_resume_damaged.py
+stops between saves on purpose.
 """
 
 from __future__ import annotations
@@ -23,10 +27,6 @@ from tests.train.conftest import run_main
 STEPS = 16
 
 
-SINGLE_THREAD_KERNELS = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8 "
-                                      "--xla_cpu_multi_thread_eigen=false --xla_cpu_use_xnnpack=false"}
-
-
 def _overrides(records_overrides):
     return {**records_overrides, "train.num_steps": STEPS, "checkpoint.every_steps": 2,
             "checkpoint.keep": 20, "log.every_steps": 1}
@@ -39,7 +39,7 @@ def _committed(workdir) -> list[int]:
 
 def _stop_when_saved(workdir, overrides, sig, after_step):
     """Starts a run, sends ``sig`` once checkpoint ``after_step`` is committed; returns the finished Popen."""
-    proc = run_main(workdir, overrides, arg="records", wait=False, env=SINGLE_THREAD_KERNELS)
+    proc = run_main(workdir, overrides, arg="records", wait=False)
     deadline = time.monotonic() + 300
     while after_step not in _committed(workdir):
         assert proc.poll() is None, proc.stdout.read()[-3000:]
@@ -66,7 +66,7 @@ def _assert_bit_equal(a, b):
 
 def test_preempted_and_killed_runs_resume_exactly(tmp_path, records_overrides):
     overrides = _overrides(records_overrides)
-    reference = run_main(tmp_path / "reference", overrides, arg="records", timeout=400, env=SINGLE_THREAD_KERNELS)
+    reference = run_main(tmp_path / "reference", overrides, arg="records", timeout=400)
     assert reference.returncode == 0, reference.output[-3000:]
     want_state, want_data = _final(tmp_path / "reference")
 
@@ -82,10 +82,10 @@ def test_preempted_and_killed_runs_resume_exactly(tmp_path, records_overrides):
     assert max(_committed(tmp_path / "kill")) < STEPS
 
     for name in ("term", "kill"):
-        resumed = run_main(tmp_path / name, overrides, arg="records", timeout=400, env=SINGLE_THREAD_KERNELS)
+        resumed = run_main(tmp_path / name, overrides, arg="records", timeout=400)
         assert resumed.returncode == 0, resumed.output[-3000:]
         got_state, got_data = _final(tmp_path / name)
+        assert got_data == want_data  # first: a skipped or repeated batch shows here, by name
         _assert_bit_equal(got_state, want_state)
-        assert got_data == want_data
     metrics = [json.loads(line) for line in open(os.path.join(tmp_path / "term", "metrics.jsonl"))]
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))  # the resumed run went on from the save
