@@ -24,8 +24,13 @@ def get_config(arg: str = ""):
     c.model.dtype = "bfloat16"  # matmuls in bf16, norms / softmax / loss in float32
     c.model.remat_policy = "full"  # recompute layers in the backward pass: 4k-token videos fit at fsdp=8
 
-    c.data.nframes = 16  # the paper samples 16 frames per video
-    c.data.max_pixels = 128 * 28 * 28  # and caps every frame at 128*28*28 pixels (<= 128 merged tokens)
+    # Video-R1's vendored qwen-vl-utils, which the paper's "16 frames at 128*28*28 pixels" follows:
+    c.data.nframes = 0  # sample at data.fps, not a fixed count
+    c.data.fps = 2.0  # 2 frames per second ...
+    c.data.min_frames = 4  # ... at least 4 ...
+    c.data.max_frames = 16  # ... at most 16 (a 5 s clip: 10 frames; 8 s or longer: 16)
+    c.data.min_pixels = 128 * 28 * 28  # per-frame floor
+    c.data.max_pixels = 128 * 28 * 28  # per-frame ceiling, floored at 1.05 * min_pixels (480x640 -> 280x364)
     c.data.max_length = 8192  # longer conversations are skipped (about 1k of them are video tokens)
     c.data.worker_count = 8  # video-decoding processes per host
     c.data.include_prompt_in_loss = False  # the paper's Eq. 1: loss on the trace and answer only

@@ -9,13 +9,24 @@ from vtjax.data import tokenizer as tok_lib
 OPTIONS = ["A. He sits down", "B. He leaves", "C. He waves"]
 
 
-def test_format_question():
-    q = chat.format_question("What does the man do? ", OPTIONS, "Q: {question}\nAnswer with a letter.")
-    assert q == (
-        "Q: What does the man do?\nOptions:\nA. He sits down\nB. He leaves\nC. He waves\n"
-        "Answer with a letter."
-    )
-    assert chat.format_question("How many?", [], "{question}") == "How many?"
+# Video-R1 @59d65c3 (grpo.py / sft_video.py / eval_bench.py): problem + "Options:\n" + every option + "\n",
+# nothing stripped or inserted; without options the problem alone. Expected strings written by hand.
+LAYOUT = [
+    ("What does the man do? ", OPTIONS, "What does the man do? Options:\nA. He sits down\nB. He leaves\nC. He waves\n"),
+    ("What does the man do?", OPTIONS[:1], "What does the man do?Options:\nA. He sits down\n"),
+    ("Q\n", ["A. x", "B. y"], "Q\nOptions:\nA. x\nB. y\n"),
+    ("How many?", [], "How many?"),
+    ("How many? ", (), "How many? "),
+    ("", ["A. x"], "Options:\nA. x\n"),
+    ("Pick:", ["A. two\nlines", "B. y"], "Pick:Options:\nA. two\nlines\nB. y\n"),
+    ("Pick", ["A. x "], "PickOptions:\nA. x \n"),
+]
+
+
+@pytest.mark.parametrize("problem,options,expected", LAYOUT)
+def test_format_question_is_video_r1s_layout(problem, options, expected):
+    assert chat.format_question(problem, options) == expected
+    assert chat.format_question(problem, options, "Q: {question}\nAnswer.") == f"Q: {expected}\nAnswer."
 
 
 def test_prompt_files_load_and_carry_the_instructions():

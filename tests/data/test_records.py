@@ -49,7 +49,8 @@ BAD = [
     (good(path="../../etc/passwd"), "escapes the video root"),
     (good(path="clips/../../x.mp4"), "escapes the video root"),
     (good(path="/abs/video.mp4"), "is absolute"),
-    (good(data_type="image"), "data_type 'image' is not supported"),
+    (good(data_type="audio"), "data_type 'audio' is not one of ['video', 'image']"),
+    (good(problem_id=[3]), "field 'problem_id' must be a string or an integer"),
     (good(data_source="Unknown"), "no video root for data_source 'Unknown'"),
     ([1, 2], "expected a JSON object"),
 ]
@@ -67,6 +68,38 @@ def test_each_bad_record_is_reported_with_file_and_line(tmp_path):
         assert message in problem.reason, (message, problem.reason)
     assert "invalid JSON" in problems[-1].reason and problems[-1].location.endswith(f":{len(BAD) + 2}")
     assert problems[6].path == "../../etc/passwd"
+
+
+def test_video_r1_260k_records_videos_and_images(tmp_path):
+    """Records as Video-R1-260k releases them: problem_id, "./" paths, image and video data types, all types."""
+    rows = [
+        {"problem_id": 17, "problem": "How many people enter? ", "data_type": "video", "problem_type": "numerical",
+         "options": [], "process": "<think>two</think>", "solution": "<answer>2</answer>",
+         "path": "./LLaVA-Video-178K/liwei_youtube_videos/videos/a.mp4", "data_source": "LLaVA-Video-178K"},
+        {"problem_id": 18, "problem": "Which shape is red?", "data_type": "image", "problem_type": "multiple choice",
+         "options": ["A. circle", "B. square"], "process": "<think>the circle</think>",
+         "solution": "<answer>A</answer>", "path": "./Math/Multimath-300k/x.png", "data_source": "Multimath"},
+        {"problem_id": "ocr-3", "problem": "Read the sign.", "data_type": "image", "problem_type": "OCR",
+         "options": [], "process": "", "solution": "<answer>STOP</answer>", "path": "./OCR/s.jpg",
+         "data_source": "OCR"},
+        {"problem": "Describe it.", "data_type": "video", "problem_type": "free-form", "options": [],
+         "process": "", "solution": "<answer>a dog runs</answer>", "path": "./v/b.mp4", "data_source": "X"},
+        {"problem_id": 20, "problem": "How far?", "data_type": "video", "problem_type": "regression",
+         "options": [], "process": "", "solution": "<answer>3.5</answer>", "path": "./v/c.mp4",
+         "data_source": "X", "id": "own-id"},
+    ]
+    (tmp_path / "Video-R1-260k.json").write_text(json.dumps(rows, indent=1))
+    recs, problems = records.load_records(tmp_path / "Video-R1-260k.json", str(tmp_path / "Video-R1-data"))
+    assert problems == []
+    assert [r.uid for r in recs] == ["17", "18", "ocr-3", "Video-R1-260k.json:38", "own-id"]
+    assert [r.problem_id for r in recs] == ["17", "18", "ocr-3", "", "20"]
+    assert [r.data_type for r in recs] == ["video", "image", "image", "video", "video"]
+    assert recs[1].data_type is records.DataType.IMAGE
+    assert recs[1].video_path == str(tmp_path / "Video-R1-data/Math/Multimath-300k/x.png")  # same path rule
+    assert recs[0].video_path == str(tmp_path / "Video-R1-data/LLaVA-Video-178K/liwei_youtube_videos/videos/a.mp4")
+    assert [r.answer for r in recs] == ["2", "A", "STOP", "a dog runs", "3.5"]
+    videos, images = records.video_only(recs)
+    assert [r.uid for r in videos] == ["17", "Video-R1-260k.json:38", "own-id"] and images == 2
 
 
 def test_json_list_lines_point_at_the_record(tmp_path):

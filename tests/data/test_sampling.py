@@ -1,12 +1,18 @@
-"""Frame-count and index rules (qwen-vl-utils), hand-worked and swept."""
+"""Frame-count, index and pixel-budget rules (qwen-vl-utils, Video-R1's vendored copy), hand-worked and swept."""
 
+import dataclasses
 import fractions
 import math
+import os
 
 import numpy as np
 import pytest
 
-from vtjax.data import sampling
+from tests.data.conftest import write_video
+from vtjax import main
+from vtjax.data import examples, sampling, video
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.parametrize(
@@ -79,9 +85,76 @@ def test_indices_hand_worked():
 
 
 def test_frame_max_pixels():
-    # 16 frames: total budget is large, so VIDEO_MAX_PIXELS wins, then the caller's cap.
+    # 16 frames: the total budget is large, so the VIDEO_MAX_PIXELS role (default upstream 768*28*28) wins.
     assert sampling.frame_max_pixels(16) == 768 * 28 * 28
-    assert sampling.frame_max_pixels(16, max_pixels=128 * 28 * 28) == 128 * 28 * 28
+    assert sampling.frame_max_pixels(16, max_pixels=200_000) == 200_000
+    # Video-R1: min = max = 128*28*28 = 100352 -> the floor int(100352 * 1.05) = 105369 wins over max.
+    assert sampling.frame_max_pixels(16, min_pixels=100352, max_pixels=100352) == 105369
+    assert sampling.frame_max_pixels(2, min_pixels=100352, max_pixels=100352) == 105369
+    # A max a little above the floor stays; one below it is raised to the floor.
+    assert sampling.frame_max_pixels(16, min_pixels=100352, max_pixels=105370) == 105370
+    assert sampling.frame_max_pixels(16, min_pixels=28 * 28, max_pixels=56 * 84) == 4704  # floor 823 < 4704
     # A small total budget spreads over the frames but never below 1.05 * min_pixels.
     assert sampling.frame_max_pixels(10, total_pixels=1_000_000) == 200_000
     assert sampling.frame_max_pixels(100, total_pixels=1_000_000) == int(128 * 28 * 28 * 1.05)
+
+
+# Video-R1's vendored qwen-vl-utils: fps 2, min 4, max 16 (floor to even), each case worked by hand.
+@pytest.mark.parametrize(
+    "total,video_fps,expected",
+    [
+        (150, 30.0, 10),  # 5 s: 10 frames
+        (125, 25.0, 10),  # 5 s at 25 fps: 10
+        (147, 30.0, 8),  # 4.9 s: 9.8 -> floor to even 8
+        (240, 30.0, 16),  # 8 s: exactly 16
+        (255, 30.0, 16),  # 8.5 s: 17 -> capped at 16
+        (18000, 30.0, 16),  # 10 min: capped at 16
+        (30, 30.0, 4),  # 1 s: 2 -> raised to 4
+        (7, 30.0, 4),  # 7 frames: raised to 4 (<= 7)
+        (5, 30.0, 4),  # 5 frames: 4
+        (3, 30.0, 2),  # 3 frames: clamped to 3, floored to 2
+        (165, 30.0, 10),  # 5.5 s: 11 -> 10
+        (180, 30.0, 12),  # 6 s: 12
+        (100, 10.0, 16),  # 10 s at 10 fps: 20 -> 16
+        (14, 2.0, 14),  # 7 s at 2 fps: 14 = every frame
+        (15, 2.0, 14),  # 7.5 s at 2 fps: 15 -> 14
+    ],
+)
+def test_video_r1_frame_counts(total, video_fps, expected):
+    n = sampling.smart_nframes(total, video_fps, fps=2.0, min_frames=4, max_frames=sampling.VIDEO_R1_MAX_FRAMES)
+    assert n == expected
+
+
+CONFIGS = ["configs/qwen2_5_vl_7b_sft.py", "configs/qwen2_5_vl_7b_grpo.py", "configs/qwen2_5_vl_7b_eval.py"]
+
+
+@pytest.fixture(scope="module")
+def clip_5s_480x640(tmp_path_factory):
+    fast = {"preset": "ultrafast"}
+    path = tmp_path_factory.mktemp("clips") / "five_seconds.mp4"
+    return write_video(path, frames=150, fps=30, width=640, height=480, codec_options=fast)
+
+
+@pytest.mark.parametrize("config_path", CONFIGS)
+def test_default_7b_configs_sample_like_video_r1(config_path, clip_5s_480x640):
+    """5 s at 30 fps -> 10 frames; 480x640 -> 280x364 (the 1.05 floor: 252x364 without it)."""
+    config = main.load_config_file(os.path.join(REPO, config_path))
+    opts = examples.VideoOptions.from_config(config.data)
+    assert opts.nframes is None and (opts.fps, opts.min_frames, opts.max_frames) == (2.0, 4, 16)
+    assert examples.VideoOptions() == dataclasses.replace(opts, backend=None, threads=1)  # the defaults agree
+    frames, sample_fps = video.load_video(
+        clip_5s_480x640, nframes=opts.nframes, fps=opts.fps, min_frames=opts.min_frames,
+        max_frames=opts.max_frames, min_pixels=opts.min_pixels, max_pixels=opts.max_pixels,
+        total_pixels=opts.total_pixels,
+    )
+    assert frames.shape == (10, 280, 364, 3)
+    assert sample_fps == pytest.approx(10 / 150 * 30)
+
+
+def test_nframes_stays_an_option(clip_5s_480x640):
+    config = main.load_config_file(os.path.join(REPO, CONFIGS[0]))
+    config.data.nframes = 16
+    opts = examples.VideoOptions.from_config(config.data)
+    frames, _ = video.load_video(clip_5s_480x640, nframes=opts.nframes, min_pixels=opts.min_pixels,
+                                 max_pixels=opts.max_pixels)
+    assert frames.shape == (16, 280, 364, 3)

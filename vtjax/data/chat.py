@@ -56,10 +56,15 @@ class Prompts:
 
 
 def format_question(problem: str, options: Sequence[str], template: str = "{question}") -> str:
-    """`problem`, then `Options:` and one option per line, placed into `template`."""
+    """The question as Video-R1 lays it out, placed into `template` at `{question}`.
+
+    With options (multiple choice): `problem + "Options:\\n"` and every option
+    followed by a newline, nothing stripped or inserted (Video-R1 @59d65c3,
+    `grpo.py`, `sft_video.py`, `eval_bench.py`). Without options: `problem`.
+    """
     question = problem
     if options:
-        question = problem.rstrip() + "\nOptions:\n" + "\n".join(options)
+        question = problem + "Options:\n" + "".join(option + "\n" for option in options)
     return template.replace("{question}", question)
 
 

@@ -14,24 +14,37 @@ import dataclasses
 
 from vtjax.data import chat, sampling, video, vision
 from vtjax.data import tokenizer as tok_lib
+from vtjax.data import records
 from vtjax.data.records import Record
 
 MODES = ("sft", "grpo", "eval")
+IMAGE_SKIP_REASON = "data_type image: vtjax's pipelines read videos only (image records load but are not used yet)"
 
 
 @dataclasses.dataclass(frozen=True)
 class VideoOptions:
-    """How each video is sampled and sized (Video-Thinker: 16 frames at <= 128*28*28 pixels)."""
+    """How each video is sampled and sized; the defaults are Video-R1's vendored qwen-vl-utils.
 
-    nframes: int | None = 16  # exact frame count; None samples at `fps`
+    2 fps, 4..16 frames (floored to even), frames at <= int(1.05 * 128*28*28)
+    pixels: a 5 s clip gives 10 frames, a 480x640 frame becomes 280x364.
+    """
+
+    nframes: int | None = None  # exact frame count (rounded to even); None samples at `fps`
     fps: float = sampling.FPS  # frames per second when nframes is None
     min_frames: int = sampling.FPS_MIN_FRAMES  # fps mode lower bound
-    max_frames: int = sampling.FPS_MAX_FRAMES  # fps mode upper bound
-    min_pixels: int = sampling.VIDEO_MIN_PIXELS  # per-frame pixel floor
-    max_pixels: int | None = 128 * 28 * 28  # per-frame pixel ceiling
+    max_frames: int = sampling.VIDEO_R1_MAX_FRAMES  # fps mode upper bound (upstream qwen-vl-utils: 768)
+    min_pixels: int = sampling.VIDEO_R1_MIN_PIXELS  # per-frame pixel floor
+    max_pixels: int | None = sampling.VIDEO_R1_MAX_PIXELS  # qwen-vl-utils' VIDEO_MAX_PIXELS (floor: 1.05*min)
     total_pixels: int = sampling.VIDEO_TOTAL_PIXELS  # whole-video budget
     backend: str | None = None  # "pyav" | "decord"; None: PyAV (bounded memory on large frames)
     threads: int = 1  # decoder threads per worker
+
+    @classmethod
+    def from_config(cls, data) -> VideoOptions:
+        """From a config's `data` section: nframes (0 = fps mode), fps, min/max_frames, min/max_pixels."""
+        return cls(nframes=int(data.nframes) or None, fps=float(data.fps), min_frames=int(data.min_frames),
+                   max_frames=int(data.max_frames), min_pixels=int(data.min_pixels),
+                   max_pixels=int(data.max_pixels))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +75,8 @@ class ExampleBuilder:
 
     def __call__(self, record: Record) -> dict | Skipped:
         v = self.video
+        if record.data_type != records.DataType.VIDEO:
+            return Skipped(record.uid, record.video_path, IMAGE_SKIP_REASON)
         if record.video_path in self.bad_videos:
             return Skipped(record.uid, record.video_path, self.bad_videos[record.video_path])
         try:

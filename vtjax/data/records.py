@@ -1,14 +1,21 @@
 """Video-R1 / Video-Thinker records: loading, validation and video path resolution.
 
 A record (one JSON object) has `problem`, `problem_type`, `options`,
-`data_type`, `path`, `data_source`, `process`, `solution`. Files are a JSON
-list or JSONL. Each bad record becomes a `RecordProblem` naming the file,
-the line it starts on and the fix; the good ones load.
+`data_type`, `path`, `data_source`, `process`, `solution`, and optionally
+`problem_id` / `id`, as in Video-R1-260k and Video-Thinker-10K. Files are a
+JSON list or JSONL. Each bad record becomes a `RecordProblem` naming the
+file, the line it starts on and the fix; the good ones load.
+
+`path` is relative to the data source's root for videos and images alike
+(Video-R1 joins `<data dir>` + `path[1:]` to its "./..." paths). Image
+records (`data_type: "image"`, 56% of Video-R1-260k) load; the pipelines
+skip them (`video_only`, `examples.IMAGE_SKIP_REASON`) until vtjax reads images.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import os
 import re
@@ -17,6 +24,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from vtjax import errors
 
 MULTIPLE_CHOICE = "multiple choice"
+# Video-R1's problem types; scoring of each lives in vtjax.rl.accuracy.
+PROBLEM_TYPES = (MULTIPLE_CHOICE, "numerical", "OCR", "free-form", "regression")
 DEFAULT_ROOT = "*"  # key of `video_roots` used for any data_source not listed
 _ANSWER_RE = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL)
 _OPTION_RE = re.compile(r"^\s*([A-Z])\s*[.:)]")
@@ -26,20 +35,29 @@ _REQUIRED = ("problem", "problem_type", "data_type", "path", "solution")
 _SOURCE_NAME_RE = re.compile(r"^(\*|[^/\\~.=][^/\\=]*)$")
 
 
+class DataType(str, enum.Enum):
+    """A record's `data_type`: what its `path` points at."""
+
+    VIDEO = "video"
+    IMAGE = "image"
+
+
 @dataclasses.dataclass(frozen=True)
 class Record:
     """One validated question about one video."""
 
-    uid: str  # the record's "id" if it has one, else "basename:line"
+    uid: str  # the record's "id", else its "problem_id", else "basename:line"
     problem: str
     problem_type: str
     options: tuple[str, ...]  # "A. ..." lines; empty for non-multiple-choice
-    video_path: str  # absolute path under the data source's root
+    video_path: str  # absolute path under the data source's root (the image, for data_type image)
     data_source: str
     process: str  # reasoning trace ("" when absent)
     solution: str  # "<answer>X</answer>"
     answer: str  # the text inside <answer>; an option letter for multiple choice
     location: str  # "file:line", for messages
+    problem_id: str = ""  # the record's "problem_id" as text ("" when absent)
+    data_type: DataType = DataType.VIDEO
 
     @property
     def sft_target(self) -> str:
@@ -171,8 +189,15 @@ def validate_record(
             raise ValueError(f"missing field {field!r}")
         if not isinstance(raw[field], str):
             raise ValueError(f"field {field!r} must be a string, got {type(raw[field]).__name__}")
-    if raw["data_type"] != "video":
-        raise ValueError(f"data_type {raw['data_type']!r} is not supported; vtjax's pipelines read videos")
+    try:
+        data_type = DataType(raw["data_type"])
+    except ValueError:
+        raise ValueError(
+            f"data_type {raw['data_type']!r} is not one of {[t.value for t in DataType]}; fix the record"
+        ) from None
+    problem_id = raw.get("problem_id")
+    if isinstance(problem_id, bool) or not isinstance(problem_id, (str, int, type(None))):
+        raise ValueError(f"field 'problem_id' must be a string or an integer, got {type(problem_id).__name__}")
     source = raw.get("data_source", "")
     root = video_roots.get(source, video_roots.get(DEFAULT_ROOT))
     if root is None:
@@ -193,7 +218,7 @@ def validate_record(
         letters = _option_letters(options)
         if answer not in letters:
             raise ValueError(f"answer {answer!r} is not among the option letters {''.join(letters)}")
-    uid = raw.get("id")
+    uid = raw.get("id", problem_id)
     return Record(
         uid=str(uid) if uid is not None else (default_uid or location),
         problem=raw["problem"],
@@ -205,7 +230,15 @@ def validate_record(
         solution=raw["solution"],
         answer=answer,
         location=location,
+        problem_id="" if problem_id is None else str(problem_id),
+        data_type=data_type,
     )
+
+
+def video_only(recs: Sequence[Record]) -> tuple[list[Record], int]:
+    """(the video records, how many image records were left out): the pipelines read videos only."""
+    videos = [r for r in recs if r.data_type == DataType.VIDEO]
+    return videos, len(recs) - len(videos)
 
 
 def load_records(

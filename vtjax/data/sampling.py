@@ -1,7 +1,10 @@
 """Which frames to read and how large to make them: qwen-vl-utils' video rules.
 
 Pure functions of the video's frame count and fps, tested against hand-worked
-values; `load_video` applies them.
+values; `load_video` applies them. The module constants are upstream
+qwen-vl-utils'; Video-R1 (tulerfeng/Video-R1 @59d65c3, the stack Video-Thinker
+follows) vendors the same code with the `VIDEO_R1_*` values below, which
+vtjax's 7B configs use.
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ VIDEO_MIN_PIXELS = 128 * 28 * 28  # per-frame pixel floor.
 VIDEO_MAX_PIXELS = 768 * 28 * 28  # per-frame pixel ceiling.
 # Whole-video pixel budget; qwen-vl-utils' default (its VIDEO_MAX_PIXELS env var), 90% of 128k tokens.
 VIDEO_TOTAL_PIXELS = int(128000 * 28 * 28 * 0.9)
+MIN_PIXELS_SLACK = 1.05  # the per-frame ceiling never drops below int(min_pixels * 1.05)
+
+# Video-R1's vendored qwen-vl-utils: 2 fps, 4..16 frames, every frame at 128*28*28 pixels (+5%).
+VIDEO_R1_MAX_FRAMES = 16
+VIDEO_R1_MIN_PIXELS = 128 * 28 * 28
+VIDEO_R1_MAX_PIXELS = 128 * 28 * 28
 
 
 def _round_to(x: float, k: int) -> int:
@@ -85,10 +94,10 @@ def frame_max_pixels(
 ) -> float:
     """Per-frame pixel ceiling for `n` sampled frames.
 
-    `max(min(VIDEO_MAX_PIXELS, total_pixels / n * 2), int(min_pixels * 1.05))`,
-    then capped by the caller's `max_pixels` when given.
+    `max(min(max_pixels, total_pixels / n * 2), int(min_pixels * 1.05))`, where
+    `max_pixels` plays qwen-vl-utils' VIDEO_MAX_PIXELS (None: upstream's
+    768*28*28). The floor wins over `max_pixels`: with Video-R1's min = max =
+    128*28*28 every frame may hold 105,369 pixels (a 480x640 frame -> 280x364).
     """
-    budget = max(min(VIDEO_MAX_PIXELS, total_pixels / n * FRAME_FACTOR), int(min_pixels * 1.05))
-    if max_pixels is not None:
-        budget = min(max_pixels, budget)
-    return budget
+    ceiling = VIDEO_MAX_PIXELS if max_pixels is None else max_pixels
+    return max(min(ceiling, total_pixels / n * FRAME_FACTOR), int(min_pixels * MIN_PIXELS_SLACK))

@@ -1,12 +1,14 @@
-"""Multiple-choice benchmark loaders: each turns a local annotation file into Video-R1-schema dicts.
+"""Benchmark loaders: each turns a released annotation file into Video-R1-schema dicts.
 
 Every loader returns dicts with the fields `data.records.validate_record`
-reads (`problem`, `problem_type` = "multiple choice", `options` as
-"A. text" lines, `data_type` = "video", `path` relative to the video root,
+reads (`problem`, `problem_type`, `options` as "A. text" lines (empty when
+not multiple choice), `data_type`, `path` relative to the video root,
 `data_source`, `solution` = "<answer>X</answer>") plus `id` (unique within
-the benchmark), `category` (the per-category accuracy key) and `segments`
-(ground-truth [start_s, end_s] clues, when the benchmark has them). The
-field mapping of each format is in docs/eval.md.
+the file, the official form where the benchmark has one), `category` (the
+per-category accuracy key) and `segments` (ground-truth [start_s, end_s]
+clues, when the benchmark has them), and the benchmark's own fields worth
+keeping (`video_id`, `video_summary`, ...). The field mapping of each
+released format is in docs/eval.md.
 """
 
 from __future__ import annotations
@@ -75,38 +77,55 @@ def _options_from_list(opts: Sequence, where: str) -> list[str]:
     return out
 
 
-def _record(*, uid, problem, options, answer, path, source, category, segments=None) -> dict:
-    letters = [o[0] for o in options]
-    if answer not in letters:
-        raise BenchmarkFormatError(f"{uid}: answer {answer!r} is not among the options {''.join(letters)}.")
+def _record(*, uid, problem, options, solution, path, source, category, problem_type=records_lib.MULTIPLE_CHOICE,
+            data_type="video", segments=None, **extra) -> dict:
+    """One loader dict; a multiple-choice answer must be one of the option letters."""
+    if problem_type == records_lib.MULTIPLE_CHOICE:
+        m = re.search(r"<answer>\s*([A-Z])\s*</answer>", solution)
+        letters = [o[0] for o in options]
+        if not m or m.group(1) not in letters:
+            got = m.group(1) if m else solution
+            raise BenchmarkFormatError(f"{uid}: answer {got!r} is not among the options {''.join(letters)}.")
     return {
-        "id": str(uid), "problem": str(problem).strip(), "problem_type": records_lib.MULTIPLE_CHOICE,
-        "options": options, "data_type": "video", "path": path, "data_source": source,
-        "solution": f"<answer>{answer}</answer>", "category": str(category),
-        "segments": [[float(s), float(e)] for s, e in (segments or [])],
+        "id": str(uid), "problem": str(problem).strip(), "problem_type": problem_type,
+        "options": options, "data_type": data_type, "path": path, "data_source": source,
+        "solution": solution, "category": str(category),
+        "segments": [[float(s), float(e)] for s, e in (segments or [])], **extra,
     }
 
 
 def load_video_holmes(path: str) -> list[dict]:
-    """Video-Holmes `test_Video-Holmes.json` (a JSON list)."""
+    """Video-Holmes `test_Video-Holmes.json` (a JSON list; videos at `<root>/<video ID>.mp4`).
+
+    `Question ID` counts 1..k within each video, so the id is
+    `"<video ID>_<Question ID>"`; both official fields are kept as `video_id`
+    and `question_id`.
+    """
     out = []
     for i, item in enumerate(_read_json_or_jsonl(path)):
         where = f"{path}[{i}]"
-        vid = _need(item, "video ID", where)
+        vid, qid = _need(item, "video ID", where), _need(item, "Question ID", where)
+        answer = _letter(_need(item, "Answer", where), where)
         out.append(_record(
-            uid=_need(item, "Question ID", where), problem=_need(item, "Question", where),
+            uid=f"{vid}_{qid}", problem=_need(item, "Question", where),
             options=_options_from_dict(_need(item, "Options", where), where),
-            answer=_letter(_need(item, "Answer", where), where), path=f"{vid}.mp4", source="Video-Holmes",
-            category=item.get("Question Type", "all"),
+            solution=f"<answer>{answer}</answer>", path=f"{vid}.mp4", source="Video-Holmes",
+            category=item.get("Question Type", "all"), video_id=str(vid), question_id=qid,
         ))
     return out
 
 
-def load_cg_bench(path: str, keep: Callable[[dict], bool] | None = None) -> list[dict]:
-    """CG-Bench annotations (`cgbench.json` / `cgbench_mini.json`, a JSON list).
+def is_cg_bench_cognition(item: Mapping) -> bool:
+    """CG-Bench's reasoning questions as vtjax reads them: a `sub_category` ending in "Cognition"."""
+    return str(item.get("sub_category", "")).strip().endswith("Cognition")
 
-    `keep` filters items (e.g. the reasoning subset, when your copy marks it);
-    `clue_intervals` become `segments`.
+
+def load_cg_bench(path: str, keep: Callable[[dict], bool] | None = None) -> list[dict]:
+    """CG-Bench annotations (`cgbench.json` / `cgbench_mini.json`, a JSON list; videos at `<root>/<video_uid>.mp4`).
+
+    The id is the official `qid`. `keep` filters items (e.g.
+    `is_cg_bench_cognition`); `clue_intervals` become `segments`; `duration`
+    and `video_uid` are kept.
     """
     out = []
     for i, item in enumerate(_read_json_or_jsonl(path)):
@@ -114,58 +133,107 @@ def load_cg_bench(path: str, keep: Callable[[dict], bool] | None = None) -> list
             continue
         where = f"{path}[{i}]"
         vid = _need(item, "video_uid", where)
+        answer = _letter(_need(item, "right_answer", where), where)
         out.append(_record(
             uid=_need(item, "qid", where), problem=_need(item, "question", where),
             options=_options_from_list(_need(item, "choices", where), where),
-            answer=_letter(_need(item, "right_answer", where), where), path=f"{vid}.mp4", source="CG-Bench",
+            solution=f"<answer>{answer}</answer>", path=f"{vid}.mp4", source="CG-Bench",
             category=item.get("sub_category", item.get("domain", "all")),
-            segments=item.get("clue_intervals") or [],
+            segments=item.get("clue_intervals") or [], video_id=str(vid), duration=item.get("duration"),
         ))
     return out
 
 
+_STEP_STAMP_RE = re.compile(r"\[\s*(\d+):(\d{1,2}):(\d{1,2})\s*->\s*(\d+):(\d{1,2}):(\d{1,2})\s*\]")
+
+
+def vrbench_steps(process: Mapping | Sequence, where: str) -> list[dict]:
+    """`reasoning_process` {"1": "text [HH:MM:SS->HH:MM:SS]", ...} -> [{"text", "segment": [s, e] | None}] by step."""
+    if isinstance(process, Mapping):
+        try:
+            entries = [v for _, v in sorted(process.items(), key=lambda kv: int(kv[0]))]
+        except ValueError as e:
+            raise BenchmarkFormatError(f"{where}: reasoning_process keys must be step numbers ({e}).") from e
+    elif isinstance(process, (list, tuple)):
+        entries = list(process)
+    else:
+        raise BenchmarkFormatError(f"{where}: reasoning_process must be a {{step: text}} object.")
+    steps = []
+    for text in entries:
+        m = _STEP_STAMP_RE.search(str(text))
+        segment = None
+        if m:
+            h1, m1, s1, h2, m2, s2 = (int(x) for x in m.groups())
+            segment = [float(h1 * 3600 + m1 * 60 + s1), float(h2 * 3600 + m2 * 60 + s2)]
+        steps.append({"text": str(text), "segment": segment})
+    return steps
+
+
 def load_vrbench(path: str) -> list[dict]:
-    """VRBench `VRBench_eval.jsonl`: one video per line, its questions under `mcq`."""
+    """VRBench `VRBench_eval.jsonl`: one video per line, its questions under `mcq`.
+
+    The id is the official `"<video_id>_<qa key>"` (e.g. `TZk_p-q8Fzo_qa1`);
+    the video is `<root>/<video_path>` (sub-folders, e.g.
+    `VRBench/videos/v001/<id>.mp4`), else `<root>/<video_id>.mp4`.
+    `video_summary` is kept, the reasoning steps become `steps` and their
+    `[HH:MM:SS->HH:MM:SS]` stamps the `segments`.
+    """
     out = []
     for i, item in enumerate(_read_json_or_jsonl(path)):
         where = f"{path}[{i}]"
         vid = _need(item, "video_id", where)
         mcq = _need(item, "mcq", where)
-        entries = mcq.items() if isinstance(mcq, Mapping) else enumerate(mcq)
-        for key, qa in entries:
+        if not isinstance(mcq, Mapping):
+            raise BenchmarkFormatError(f"{where}: mcq must be a {{qa key: question}} object, got {type(mcq).__name__}.")
+        video_path = item.get("video_path") or f"{vid}.mp4"
+        for key, qa in mcq.items():
             w = f"{where}.mcq[{key}]"
+            opts = _need(qa, "options", w)
+            options = (_options_from_dict if isinstance(opts, Mapping) else _options_from_list)(opts, w)
+            answer = _letter(_need(qa, "answer", w), w)
+            steps = vrbench_steps(qa.get("reasoning_process") or {}, w)
             out.append(_record(
-                uid=f"{vid}/{key}", problem=_need(qa, "question", w),
-                options=(_options_from_dict if isinstance(qa.get("options"), Mapping) else _options_from_list)(
-                    _need(qa, "options", w), w),
-                answer=_letter(_need(qa, "answer", w), w), path=f"{vid}.mp4", source="VRBench",
+                uid=f"{vid}_{key}", problem=_need(qa, "question", w), options=options,
+                solution=f"<answer>{answer}</answer>", path=video_path, source="VRBench",
                 category=qa.get("reasoning_type", "all"),
+                segments=[s["segment"] for s in steps if s["segment"] is not None],
+                video_id=str(vid), video_summary=str(item.get("video_summary", "")), steps=steps,
             ))
     return out
 
 
 def load_video_r1(path: str, source: str | None = None) -> list[dict]:
-    """Video-R1 / Video-Thinker schema (JSON list or JSONL), e.g. the in-domain test sets.
+    """Video-R1 / Video-Thinker schema (JSON list or JSONL): Video-R1's eval files, the in-domain test sets.
 
-    Records without `id` get "<file name>:<index>"; `category` is the record's
-    `category`, else its `data_source`, else `source`.
+    Every Video-R1 problem type loads (multiple choice, numerical, OCR,
+    free-form, regression); `data_type` image items load too. The id is the
+    record's `id`, else its `problem_id`, else "<file name>:<index>";
+    `category` is the record's `category`, else its `data_source`, else
+    `source`. `path` is relative to the video root ("./x.mp4" as released).
     """
     out = []
     name = os.path.basename(path)
     for i, item in enumerate(_read_json_or_jsonl(path)):
         where = f"{path}[{i}]"
+        if not isinstance(item, Mapping):
+            raise BenchmarkFormatError(f"{where}: expected a JSON object, got {type(item).__name__}.")
         ptype = _need(item, "problem_type", where)
-        if ptype != records_lib.MULTIPLE_CHOICE:
-            raise BenchmarkFormatError(f"{where}: problem_type {ptype!r}; the loaders read multiple-choice sets.")
+        if ptype not in records_lib.PROBLEM_TYPES:
+            raise BenchmarkFormatError(f"{where}: problem_type {ptype!r} is not one of {records_lib.PROBLEM_TYPES}.")
+        solution = _need(item, "solution", where)
+        if not re.search(r"<answer>.*?</answer>", str(solution), re.DOTALL):
+            raise BenchmarkFormatError(f"{where}: solution {str(solution)[:60]!r} has no <answer>...</answer>.")
+        options = item.get("options") or []
+        if ptype == records_lib.MULTIPLE_CHOICE:
+            options = _options_from_list(_need(item, "options", where), where)
         src = item.get("data_source") or source or name
-        m = re.search(r"<answer>\s*([A-Z])\s*</answer>", _need(item, "solution", where))
-        if not m:
-            raise BenchmarkFormatError(f"{where}: solution has no <answer>X</answer> letter.")
+        uid = item.get("id", item.get("problem_id"))
+        extra = {} if item.get("problem_id") is None else {"problem_id": item["problem_id"]}
         out.append(_record(
-            uid=item.get("id", f"{name}:{i}"), problem=_need(item, "problem", where),
-            options=_options_from_list(_need(item, "options", where), where), answer=m.group(1),
+            uid=f"{name}:{i}" if uid is None else uid, problem=_need(item, "problem", where), options=options,
+            solution=str(solution), problem_type=ptype, data_type=item.get("data_type", "video"),
             path=_need(item, "path", where), source=src, category=item.get("category", src),
-            segments=item.get("segments") or [],
+            segments=item.get("segments") or [], **extra,
         ))
     return out
 
@@ -186,7 +254,8 @@ def load_benchmark(name: str, annotation_path: str) -> list[dict]:
     seen = set()
     for it in items:
         if it["id"] in seen:
-            raise BenchmarkFormatError(f"{annotation_path}: id {it['id']!r} occurs twice; ids must be unique.")
+            raise BenchmarkFormatError(
+                f"{annotation_path}: id {it['id']!r} occurs twice; give every record a unique `id` field.")
         seen.add(it["id"])
     return items
 

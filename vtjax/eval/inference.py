@@ -77,8 +77,7 @@ def _read(path: str, field: str) -> str:
 
 def video_options(config) -> examples.VideoOptions:
     d = config.data
-    return dataclasses.replace(examples.VideoOptions(), nframes=d.nframes, max_pixels=d.max_pixels,
-                               min_pixels=d.min_pixels)
+    return examples.VideoOptions.from_config(d)
 
 
 def _with_runtime(cfg: Qwen25VLConfig, config) -> Qwen25VLConfig:

@@ -48,8 +48,11 @@ def sft_defaults() -> ml_collections.ConfigDict:
     c.data.tokenizer = ""  # tokenizer.json / .model or a dir holding one; "" = the init_from dir
     c.data.system_prompt = ""  # system prompt file; "" = configs/prompts/video_thinker_system.txt
     c.data.question_prompt = ""  # user-turn template file with {question}; "" = the Video-Thinker one
-    c.data.nframes = 16  # frames sampled per video (uniform)
-    c.data.max_pixels = 128 * 28 * 28  # per-frame pixel ceiling
+    c.data.nframes = 0  # frames sampled per video (uniform, rounded to even); 0 = sample at data.fps (Video-R1)
+    c.data.fps = 2.0  # frames per second when nframes is 0, then clamped to [min_frames, max_frames]
+    c.data.min_frames = 4  # fps mode lower bound (qwen-vl-utils' FPS_MIN_FRAMES)
+    c.data.max_frames = 16  # fps mode upper bound (Video-R1's FPS_MAX_FRAMES; upstream 768)
+    c.data.max_pixels = 128 * 28 * 28  # per-frame ceiling (qwen-vl-utils' VIDEO_MAX_PIXELS; never below 1.05 * min)
     c.data.min_pixels = 128 * 28 * 28  # per-frame pixel floor (qwen-vl-utils' VIDEO_MIN_PIXELS)
     c.data.max_length = 8192  # longer conversations are skipped, never truncated
     c.data.include_prompt_in_loss = False  # also train on prompt text (the released script did)
@@ -268,9 +271,14 @@ def _validate_data(config) -> None:
     for name in ("system_prompt", "question_prompt"):
         if d[name] and not os.path.isfile(d[name]):
             raise ConfigError(f"data.{name}: {d[name]!r} does not exist")
-    for name in ("nframes", "max_pixels", "max_length"):
+    for name in ("max_pixels", "max_length"):
         if d[name] <= 0:
             raise ConfigError(f"data.{name}={d[name]} must be positive")
+    if d.nframes < 0:
+        raise ConfigError(f"data.nframes={d.nframes} must be >= 0 (0 samples at data.fps)")
+    if d.nframes == 0 and not (d.fps > 0 and 2 <= d.min_frames <= d.max_frames):
+        raise ConfigError(f"data.fps={d.fps} must be > 0 and 2 <= data.min_frames={d.min_frames} <= "
+                          f"data.max_frames={d.max_frames} (or set data.nframes)")
     if not 0 < d.min_pixels <= d.max_pixels:
         raise ConfigError(f"data.min_pixels={d.min_pixels} must be in (0, data.max_pixels={d.max_pixels}]")
 

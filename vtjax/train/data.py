@@ -9,6 +9,7 @@ the iterator yields HF-layout batch dicts of this process's share and has
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 
 from jax.sharding import Mesh
@@ -19,6 +20,8 @@ from vtjax.models.qwen2_5_vl import Qwen25VLConfig
 from vtjax.train.batch import data_shard
 from vtjax.train.config import ConfigError, parse_video_roots, split_list
 from vtjax.train.synthetic import SyntheticIterator
+
+log = logging.getLogger("vtjax.train")
 
 # Model config field -> the tokenizer's special token that must carry the same id.
 _TOKEN_FIELDS = {
@@ -89,14 +92,16 @@ def record_source(config, model_cfg: Qwen25VLConfig, *, require_process: bool) -
     recs, problems = records.load_records(split_list(d.train_files), parse_video_roots(d.video_roots),
                                           require_process=require_process)
     pipeline.check_record_problems(problems, len(recs) + len(problems), d.max_bad_fraction)
+    recs, images = records.video_only(recs)
+    if images:
+        log.warning("left out %d image records (data_type image): vtjax trains on videos only for now", images)
     if not recs:
         raise ConfigError(f"data.train_files {d.train_files!r} hold no usable records")
     prompts = chat.Prompts.video_thinker()
     if d.system_prompt or d.question_prompt:
         prompts = chat.Prompts.load(d.system_prompt or _default(chat, "system"),
                                     d.question_prompt or _default(chat, "question"))
-    video = dataclasses.replace(examples.VideoOptions(), nframes=d.nframes, max_pixels=d.max_pixels,
-                                min_pixels=d.min_pixels)
+    video = examples.VideoOptions.from_config(d)
     return RecordSource(model_cfg, tok, recs, prompts, video)
 
 
