@@ -23,6 +23,7 @@ def get_config():
     c.data.min_pixels = 28 * 28  # let small frames stay small
     c.data.max_length = 2048  # prompt tokens at most
     c.eval.benchmark = "video_r1"  # the synthetic test split is in the Video-Thinker schema
+    c.eval.scoring_rules = "video_r1,vtjax"  # Video-R1's exact reader, then our lenient one (a second summary row)
     c.eval.batch_size = 8  # prompts per generate call
     c.eval.max_new_tokens = 256  # the synthetic traces are < 200 tokens
     c.eval.progress_bar = False  # plain logs (CI)

@@ -47,7 +47,7 @@ def test_grounding_metrics_hand_worked():
         [(1, 2)],             # no ground truth: left out
     ]
     gts = [[(0, 10)], [(0, 10)], [(0, 10), (20, 30)], [(5, 9)], []]
-    m = grounding.grounding_metrics(preds, gts)
+    m = grounding.grounding_metrics(preds, gts, rule="one_to_one")
     # per-sample mIoU: 1, 0.4, 0.65, 0 -> 0.5125
     assert m["count"] == 4
     assert m["mIoU"] == pytest.approx(51.25)
@@ -57,3 +57,42 @@ def test_grounding_metrics_hand_worked():
     assert m["R@0.7"] == pytest.approx(37.5)
     with pytest.raises(ValueError, match="one per sample"):
         grounding.grounding_metrics(preds, gts[:2])
+
+
+def test_one_prediction_spanning_two_clues_25_vs_50():
+    """The issue's example: gt (0,10), (10,20); one prediction (0,20) has IoU 0.5 with each."""
+    preds, gts = [[(0, 20)]], [[(0, 10), (10, 20)]]
+    assert grounding.grounding_metrics(preds, gts, rule="one_to_one")["mIoU"] == pytest.approx(25.0)
+    assert grounding.grounding_metrics(preds, gts)["mIoU"] == pytest.approx(50.0)  # max_iou, the paper's, default
+    assert grounding.grounding_metrics(preds, gts, rule="union")["mIoU"] == pytest.approx(100.0)  # unions equal
+
+
+def test_max_iou_pools_ground_truth_segments():
+    """App. C.3: each ground-truth segment its max IoU over all predictions; mean and R@k over all segments."""
+    preds = [
+        [(0, 4), (0, 8), (50, 60)],  # gt (0,10): max(0.4, 0.8) = 0.8; a duplicate prediction costs nothing
+        [(0, 6), (20, 27)],          # gts (0,10) -> 0.6, (20,30) -> 0.7, (40,50) -> 0
+        [],                          # gt (5,9): 0
+    ]
+    gts = [[(0, 10)], [(0, 10), (20, 30), (40, 50)], [(5, 9)]]
+    assert grounding.max_iou_per_gt(preds[1], gts[1]) == pytest.approx([0.6, 0.7, 0.0])
+    m = grounding.grounding_metrics(preds, gts)
+    # 5 ground-truth segments: 0.8, 0.6, 0.7, 0, 0 -> mIoU 42; R@0.3 3/5, R@0.5 3/5, R@0.7 2/5 (0.8, 0.7)
+    assert m["count"] == 3 and m["rule"] == "max_iou"
+    assert m["mIoU"] == pytest.approx(42.0)
+    assert (m["R@0.3"], m["R@0.5"], m["R@0.7"]) == pytest.approx((60.0, 60.0, 40.0))
+
+
+def test_cg_bench_union_iou():
+    """White-box mIoU: merge each side, one IoU of the unions per record."""
+    # pred (0,5)+(3,8) -> (0,8); gt (0,10): 8/10
+    assert grounding.union_iou([(0, 5), (3, 8)], [(0, 10)]) == pytest.approx(0.8)
+    # pred (0,10); gt (0,5)+(10,20) (touching at 10 is no overlap): inter 5, union 10 + 15 - 5 = 20
+    assert grounding.union_iou([(0, 10)], [(0, 5), (10, 20)]) == pytest.approx(0.25)
+    assert grounding.merge_intervals([(5, 9), (0, 5), (20, 21)]) == [(0.0, 9.0), (20.0, 21.0)]
+    assert grounding.union_iou([], [(0, 10)]) == 0.0
+    assert grounding.union_iou([(3, 3)], [(3, 3)]) == 0.0  # no length: 0 (interval_iou says 1)
+    m = grounding.grounding_metrics([[(0, 5), (3, 8)], [(0, 10)]], [[(0, 10)], [(0, 5), (10, 20)]], rule="union")
+    assert m["mIoU"] == pytest.approx(52.5) and m["R@0.5"] == pytest.approx(50.0) and m["R@0.3"] == 50.0
+    with pytest.raises(ValueError):
+        grounding.grounding_metrics([[]], [[(0, 1)]], rule="mean")

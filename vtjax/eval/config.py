@@ -13,6 +13,8 @@ import os
 import ml_collections
 
 from vtjax.eval.benchmarks import LOADERS
+from vtjax.eval.grounding import GroundingRule
+from vtjax.eval.rules import ScoringRule, resolve_rules
 from vtjax.train.config import ConfigError, sft_defaults, split_list
 
 # Data fields that matter when answering (the rest of sft_defaults().data is about training batches).
@@ -47,6 +49,12 @@ def eval_defaults() -> ml_collections.ConfigDict:
     c.eval.temperature = 0.0  # 0 = greedy; the paper's 0.1 with top_p 0.001 keeps only the top token, i.e. greedy
     c.eval.top_p = 1.0  # nucleus filter; 1 = off
     c.eval.top_k = 0  # top-k filter; 0 = off
+    # Comma-separated scoring rules (docs/eval.md): video_r1 (Video-R1's eval_bench.py, the stack the paper's
+    # decoding settings come from), video_holmes, cg_bench, vrbench (each benchmark's released scorer), vtjax
+    # (our lenient reader), or 'official' (this benchmark's own). The first is the headline (scores/<name>.json);
+    # each other one re-scores the same stored outputs into scores/<name>.<rule>.json and a summary row.
+    c.eval.scoring_rules = "video_r1,official"
+    c.eval.grounding_rule = "max_iou"  # <time> vs clue segments: max_iou (paper App. C.3), union (CG-Bench), one_to_one
     c.eval.output_dir = "eval"  # under the workdir: predictions/<name>.jsonl, scores/<name>.json, summary.md
     c.eval.progress_bar = True  # tqdm bar over records (process 0)
     return c
@@ -100,11 +108,26 @@ def validate_eval(config) -> list[str]:
         raise ConfigError(f"eval.files: file names {stems} must differ (each names its predictions file)")
     if not os.path.isdir(e.video_root):
         raise ConfigError(f"eval.video_root={e.video_root!r} is not a directory")
+    scoring_rules(config)
+    grounding_rule(config)
     if e.batch_size < 1 or e.limit < 0:
         raise ConfigError(f"eval.batch_size={e.batch_size} must be >= 1 and eval.limit={e.limit} >= 0")
     _check_sampling("eval", e)
     _check_model(config)
     return files
+
+
+def scoring_rules(config) -> list[ScoringRule]:
+    """``eval.scoring_rules`` resolved for ``eval.benchmark`` (ConfigError naming the field when invalid)."""
+    return resolve_rules(split_list(config.eval.scoring_rules), config.eval.benchmark)
+
+
+def grounding_rule(config) -> GroundingRule:
+    try:
+        return GroundingRule(config.eval.grounding_rule)
+    except ValueError:
+        raise ConfigError(f"eval.grounding_rule={config.eval.grounding_rule!r} must be one of "
+                          f"{[r.value for r in GroundingRule]}") from None
 
 
 def validate_generate(config) -> None:

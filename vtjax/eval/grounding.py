@@ -3,16 +3,26 @@
 A prediction's segments are the `<time>MM:SS-MM:SS</time>` tags of its
 output, in order; a record's ground truth is a list of `[start_s, end_s]`.
 
-Matching (documented in docs/eval.md): predicted and ground-truth segments are
-paired one to one, greedily by descending IoU (ties: earlier ground truth,
-then earlier prediction). A ground-truth segment left unpaired scores 0. So
-one long predicted segment cannot cover several ground-truth segments, and
-extra predicted segments cost nothing in the evaluation metrics (the reward
-`segment_iou_score(..., penalize_extra=True)` does charge for them).
+Evaluation metrics follow a `GroundingRule` (docs/eval.md):
+  max_iou     Video-Thinker App. C.3 (default): each ground-truth segment
+              scores its MAX IoU over all predicted segments; mIoU and R@k
+              are over all ground-truth segments of all records. One
+              prediction may cover several ground truths.
+  union       CG-Bench's white-box mIoU: each side's segments are merged
+              and one IoU of the two unions scored per record; mIoU and
+              R@k are over records.
+  one_to_one  vtjax's earlier rule: segments paired one to one, greedily by
+              descending IoU (ties: earlier ground truth, then earlier
+              prediction); a ground truth left unpaired scores 0; per-record
+              means, then averaged over records.
+Gt (0,10), (10,20) and one prediction (0,20): max_iou 50, one_to_one 25, union 100.
+The reward `segment_iou_score(..., penalize_extra=True)` keeps one-to-one
+matching and charges for extra predictions.
 """
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Sequence
 
@@ -22,6 +32,14 @@ import numpy as np
 _TIME_TAG_RE = re.compile(r"<time>(.*?)</time>", re.DOTALL)
 _RANGE_RE = re.compile(r"^\s*(\d{1,3}):(\d{2})\s*-\s*(\d{1,3}):(\d{2})\s*$")
 THRESHOLDS = (0.3, 0.5, 0.7)
+
+
+class GroundingRule(str, enum.Enum):
+    """How predicted segments are scored against a record's ground-truth segments (module docstring)."""
+
+    MAX_IOU = "max_iou"  # Video-Thinker App. C.3: max IoU per ground-truth segment, pooled over segments
+    UNION = "union"  # CG-Bench white-box mIoU: IoU of the merged unions, one per record
+    ONE_TO_ONE = "one_to_one"  # vtjax's earlier greedy one-to-one matching, per-record means
 
 
 def parse_time_range(text: str, strict: bool = False) -> tuple[int, int] | None:
@@ -95,29 +113,67 @@ def segment_iou_score(pred, gt, penalize_extra: bool = False) -> float:
     return float(sum(ious) / denom)
 
 
+def max_iou_per_gt(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]]) -> list[float]:
+    """For each ground-truth segment, its largest IoU with any predicted segment (0 with none)."""
+    return [max((interval_iou(p, g) for p in pred), default=0.0) for g in gt]
+
+
+def merge_intervals(segments: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
+    """Sorted union of closed intervals; touching intervals ([0, 5], [5, 9]) merge."""
+    out: list[list[float]] = []
+    for start, end in sorted((float(s), float(e)) for s, e in segments):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return [(s, e) for s, e in out]
+
+
+def union_iou(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]]) -> float:
+    """CG-Bench's IoU of the merged predicted and ground-truth unions; 0 when the union has no length."""
+    a, b = merge_intervals(pred), merge_intervals(gt)
+    inter = sum(max(0.0, min(e1, e2) - max(s1, s2)) for s1, e1 in a for s2, e2 in b)
+    union = sum(e - s for s, e in a) + sum(e - s for s, e in b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def record_ious(pred, gt, rule: GroundingRule | str = GroundingRule.MAX_IOU) -> list[float]:
+    """The IoUs one record contributes under `rule`: one per ground-truth segment, or one (`union`)."""
+    rule = GroundingRule(rule)
+    if rule == GroundingRule.MAX_IOU:
+        return max_iou_per_gt(pred, gt)
+    if rule == GroundingRule.UNION:
+        return [union_iou(pred, gt)]
+    return match_segments(pred, gt)
+
+
 def grounding_metrics(
     preds: Sequence[Sequence[Sequence[float]]],
     gts: Sequence[Sequence[Sequence[float]]],
     thresholds: Sequence[float] = THRESHOLDS,
-) -> dict[str, float]:
-    """mIoU and R@θ (percent) over samples that have ground-truth segments.
+    rule: GroundingRule | str = GroundingRule.MAX_IOU,
+) -> dict:
+    """mIoU and R@θ (percent) over samples that have ground-truth segments, under `rule`.
 
-    Per sample: mIoU = mean matched IoU over its ground-truth segments,
-    R@θ = fraction of its ground-truth segments with matched IoU >= θ.
-    Both are then averaged over samples. `count` is the number of samples used.
+    `max_iou`: the mean over all ground-truth segments (of all samples) of
+    their max IoU, and the fraction of them with max IoU >= θ. `union`: the
+    mean union IoU over samples, and the fraction of samples with it >= θ.
+    `one_to_one`: per sample, the mean matched IoU and the fraction of its
+    segments matched with IoU >= θ, both averaged over samples. `count` is
+    the number of samples used; `rule` is echoed.
     """
+    rule = GroundingRule(rule)
     if len(preds) != len(gts):
         raise ValueError(f"{len(preds)} predictions but {len(gts)} ground-truth lists; pass one per sample.")
-    per_iou, per_recall = [], {t: [] for t in thresholds}
-    for p, g in zip(preds, gts, strict=True):
-        if not g:
-            continue
-        ious = np.asarray(match_segments(p, g))
-        per_iou.append(ious.mean())
-        for t in thresholds:
-            per_recall[t].append((ious >= t).mean())
-    out = {"count": float(len(per_iou))}
-    out["mIoU"] = 100.0 * float(np.mean(per_iou)) if per_iou else float("nan")
+    groups = [np.asarray(record_ious(p, g, rule)) for p, g in zip(preds, gts, strict=True) if len(g)]
+    if rule == GroundingRule.ONE_TO_ONE:  # per-sample means, then the mean over samples
+        iou = [x.mean() for x in groups]
+        recall = {t: [(x >= t).mean() for x in groups] for t in thresholds}
+    else:  # pooled: every ground-truth segment (max_iou) or every sample (union, one value each) counts once
+        pooled = np.concatenate(groups) if groups else np.zeros(0)
+        iou, recall = pooled, {t: pooled >= t for t in thresholds}
+    out = {"count": float(len(groups)), "rule": rule.value}
+    out["mIoU"] = 100.0 * float(np.mean(iou)) if groups else float("nan")
     for t in thresholds:
-        out[f"R@{t:g}"] = 100.0 * float(np.mean(per_recall[t])) if per_iou else float("nan")
+        out[f"R@{t:g}"] = 100.0 * float(np.mean(recall[t])) if groups else float("nan")
     return out

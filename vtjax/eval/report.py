@@ -48,17 +48,31 @@ def summary_markdown(results: Mapping[str, Mapping], title: str = "Evaluation") 
         overview.append([name, r["expected"], r["count"], len(r["missing"]), len(r["skipped"]), r["accuracy"],
                          r["accuracy_of_scored"], r["format_rate"], r["answered_rate"],
                          g.get("mIoU", float("nan")), g.get("R@0.3", float("nan")),
-                         g.get("R@0.5", float("nan")), g.get("R@0.7", float("nan"))])
+                         g.get("R@0.5", float("nan")), g.get("R@0.7", float("nan")),
+                         r.get("rule", "-"), g.get("rule", "-")])
     parts = [f"# {title}", "",
              markdown_table(["benchmark", "questions", "scored", "missing", "skipped", "accuracy %",
-                             "accuracy % of scored", "format %", "answered %", "mIoU", "R@0.3", "R@0.5", "R@0.7"],
+                             "accuracy % of scored", "format %", "answered %", "mIoU", "R@0.3", "R@0.5", "R@0.7",
+                             "scoring rule", "grounding rule"],
                             overview),
              "",
              "accuracy counts missing and skipped questions as wrong (correct / all questions, as published "
-             "tables do); \"accuracy % of scored\", format and answered are over the scored questions.",
+             "tables do); \"accuracy % of scored\", format and answered are over the scored questions. "
+             "\"scoring rule\" is the scorer that read the answers, \"grounding rule\" the mIoU / R@k rule "
+             "(docs/eval.md says which reproduces which published table).",
              ""]
     parts += [coverage_line(name, r) for name, r in results.items()]
+    with_captions = [(name, r["captions"]) for name, r in results.items() if r.get("captions")]
+    if with_captions:
+        rows = [[name, int(c["count"]), c["BLEU-1"], c["METEOR"], c["ROUGE-L"]] for name, c in with_captions]
+        parts += ["", "## captions (<caption> text vs reference captions)", "",
+                  markdown_table(["benchmark", "N", "BLEU-1", "METEOR", "ROUGE-L"], rows)]
     for name, r in results.items():
+        types = r.get("per_problem_type", {})
+        if len(types) > 1:
+            rows = [[t, v["count"], v["score"]] for t, v in types.items()]
+            parts += ["", f"## {name}: per problem type (regression: mean relative accuracy under video_r1)", "",
+                      markdown_table(["problem type", "N", "score %"], rows)]
         cats = r.get("per_category", {})
         if len(cats) > 1:
             rows = [[c, v["count"], v["accuracy"]] for c, v in cats.items()]

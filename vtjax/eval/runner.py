@@ -8,8 +8,12 @@ For each annotation file (name = its file stem):
   load (benchmarks.load_benchmark) -> skip ids already in
   DIR/eval/predictions/<name>.jsonl (a rerun resumes) -> eval pipeline
   (video decode, chat prompt, bucketed batches) -> compiled sampler ->
-  append each answer to the predictions file -> score_predictions ->
-  DIR/eval/scores/<name>.json; then DIR/eval/summary.md over all files.
+  append each answer (the raw output) to the predictions file ->
+  score_predictions under each of ``eval.scoring_rules`` ->
+  DIR/eval/scores/<name>.json (the first rule) and
+  DIR/eval/scores/<name>.<rule>.json (the others); then DIR/eval/summary.md
+  over all files, one row per file and rule. A rerun with other rules
+  re-scores the stored outputs without generating again.
 
 Every process runs every batch (params are sharded over the mesh, so the
 compiled sampler is one collective program); process 0 writes the files.
@@ -29,8 +33,10 @@ import jax
 
 from vtjax.data import pipeline
 from vtjax.eval import benchmarks, inference, report, scoring
-from vtjax.eval.config import validate_eval
+from vtjax.eval import config as eval_config
+from vtjax.eval.grounding import GroundingRule
 from vtjax.eval.predictions import PredictionStore
+from vtjax.eval.rules import ScoringRule
 
 log = logging.getLogger("vtjax.eval")
 
@@ -100,15 +106,17 @@ def predict(model: inference.InferenceModel, records: list, store: PredictionSto
 
 def evaluate_items(model: inference.InferenceModel, items: list[dict], video_root: str, predictions_path: str,
                    decoding: inference.Decoding, pipe_cfg: pipeline.PipelineConfig, *, max_length: int = 16384,
-                   progress: bool = True, desc: str = "eval") -> dict:
-    """Predicts (resuming from ``predictions_path``) and scores ``items`` (loader dicts); returns the metrics."""
+                   progress: bool = True, desc: str = "eval", rule: ScoringRule | str = ScoringRule.VIDEO_R1,
+                   grounding_rule: GroundingRule | str = GroundingRule.MAX_IOU) -> dict:
+    """Predicts (resuming from ``predictions_path``) and scores ``items`` (loader dicts) by ``rule``."""
     store = PredictionStore(predictions_path)
     records = benchmarks.to_records(items, video_root)
     added, skipped = predict(model, records, store, decoding, pipe_cfg, max_length=max_length, progress=progress,
                              desc=desc)
     log.info("%s: %d new predictions, %d stored in %s, %d skipped", desc, added, len(store), predictions_path,
              len(skipped))
-    return scoring.score_predictions(items, store.outputs(), allow_missing=True, skipped=skipped)
+    return scoring.score_predictions(items, store.outputs(), allow_missing=True, skipped=skipped, rule=rule,
+                                     grounding_rule=grounding_rule)
 
 
 def without_items(metrics: dict) -> dict:
@@ -118,7 +126,8 @@ def without_items(metrics: dict) -> dict:
 
 def run(config, workdir: str) -> dict:
     """Evaluates ``config`` (an ``eval_defaults`` ConfigDict); returns {name: metrics without items}."""
-    files = validate_eval(config)
+    files = eval_config.validate_eval(config)
+    scoring_rules, grounding_rule = eval_config.scoring_rules(config), eval_config.grounding_rule(config)
     e = config.eval
     out = os.path.join(workdir, e.output_dir)
     model = inference.load_model(config)
@@ -128,17 +137,26 @@ def run(config, workdir: str) -> dict:
         name = os.path.splitext(os.path.basename(path))[0]
         items = benchmarks.load_benchmark(e.benchmark, path)
         items = items[: e.limit] if e.limit else items
-        metrics = evaluate_items(model, items, e.video_root, os.path.join(out, "predictions", f"{name}.jsonl"),
-                                 decoding_of(config), pipeline_config(config, e.batch_size),
-                                 max_length=config.data.max_length, progress=e.progress_bar, desc=name)
-        if jax.process_index() == 0:
-            os.makedirs(os.path.join(out, "scores"), exist_ok=True)
-            with open(os.path.join(out, "scores", f"{name}.json"), "w", encoding="utf-8") as f:
-                json.dump({"source": model.source, **metrics}, f, indent=1)
-        results[name] = without_items(metrics)
-        log.info("%s: accuracy %.2f%%, format %.2f%% over %d of %d questions (%d missing, %d skipped)", name,
-                 metrics["accuracy"], metrics["format_rate"], metrics["count"], metrics["expected"],
-                 len(metrics["missing"]), len(metrics["skipped"]))
+        preds_path = os.path.join(out, "predictions", f"{name}.jsonl")
+        metrics = evaluate_items(model, items, e.video_root, preds_path, decoding_of(config),
+                                 pipeline_config(config, e.batch_size), max_length=config.data.max_length,
+                                 progress=e.progress_bar, desc=name, rule=scoring_rules[0],
+                                 grounding_rule=grounding_rule)
+        by_rule = {scoring_rules[0]: metrics}
+        outputs = PredictionStore(preds_path).outputs() if len(scoring_rules) > 1 else {}
+        for rule in scoring_rules[1:]:  # the stored raw outputs, read by the other rules
+            by_rule[rule] = scoring.score_predictions(items, outputs, allow_missing=True, skipped=metrics["skipped"],
+                                                      rule=rule, grounding_rule=grounding_rule)
+        for i, (rule, m) in enumerate(by_rule.items()):
+            key, stem = (name, name) if i == 0 else (f"{name} [{rule.value}]", f"{name}.{rule.value}")
+            if jax.process_index() == 0:
+                os.makedirs(os.path.join(out, "scores"), exist_ok=True)
+                with open(os.path.join(out, "scores", f"{stem}.json"), "w", encoding="utf-8") as f:
+                    json.dump({"source": model.source, **m}, f, indent=1)
+            results[key] = without_items(m)
+            log.info("%s (%s rule): accuracy %.2f%%, format %.2f%% over %d of %d questions (%d missing, %d skipped)",
+                     name, rule.value, m["accuracy"], m["format_rate"], m["count"], m["expected"],
+                     len(m["missing"]), len(m["skipped"]))
     if jax.process_index() == 0:
         text = report.write_summary(os.path.join(out, "summary.md"), results, title=f"Evaluation of {model.source}")
         print(text)
