@@ -8,7 +8,7 @@ import pytest
 from tests.data.conftest import write_video
 from vtjax.data import examples, video
 from vtjax.data import records as records_lib
-from vtjax.eval import benchmarks
+from vtjax.eval import benchmarks, cg_bench_subset
 
 
 def _write(path, obj, jsonl=False):
@@ -92,7 +92,7 @@ def test_cg_bench_keeps_qid_clues_and_the_cognition_subset(tmp_path):
     assert items[0]["segments"] == [[12.5, 20.0], [41.0, 44.25]] and items[2]["segments"] == []
     assert [i["category"] for i in items] == ["Causal Cognition", "Attribute Perception", "Hallucination"]
     assert items[0]["duration"] == 1320.4 and items[0]["path"] == "a1b2c3.mp4"
-    only = benchmarks.load_cg_bench(path, keep=benchmarks.is_cg_bench_cognition)
+    only = benchmarks.load_cg_bench(path, keep=cg_bench_subset.is_reasoning)
     assert [i["id"] for i in only] == ["1043"]
     _opens_every_video(items, tmp_path / "cg_videos_720p")
 

@@ -115,16 +115,11 @@ def load_video_holmes(path: str) -> list[dict]:
     return out
 
 
-def is_cg_bench_cognition(item: Mapping) -> bool:
-    """CG-Bench's reasoning questions as vtjax reads them: a `sub_category` ending in "Cognition"."""
-    return str(item.get("sub_category", "")).strip().endswith("Cognition")
-
-
 def load_cg_bench(path: str, keep: Callable[[dict], bool] | None = None) -> list[dict]:
     """CG-Bench annotations (`cgbench.json` / `cgbench_mini.json`, a JSON list; videos at `<root>/<video_uid>.mp4`).
 
     The id is the official `qid`. `keep` filters items (e.g.
-    `is_cg_bench_cognition`); `clue_intervals` become `segments`; `duration`
+    `cg_bench_subset.is_reasoning`); `clue_intervals` become `segments`; `duration`
     and `video_uid` are kept.
     """
     out = []
