@@ -63,9 +63,18 @@ def _listed(changes: dict) -> str:
     return ", ".join(items[:_MAX_LISTED]) + more
 
 
-def check_config(saved: dict, current: dict, *, workdir: str, step: int) -> dict[str, tuple]:
+def _new_fields_at_default(changes: dict, defaults: dict | None) -> dict:
+    """Fields the saved config lacks (added to vtjax since it was saved) whose value is still the default:
+    the run computes what it did before, so they are safe."""
+    flat = flatten(defaults) if defaults else {}
+    return {k: v for k, v in changes.items() if v[0] == _ABSENT and k in flat and flat[k] == v[1]}
+
+
+def check_config(saved: dict, current: dict, *, workdir: str, step: int,
+                 defaults: dict | None = None) -> dict[str, tuple]:
     """Raises CheckpointError when ``current`` may not resume the run that saved ``saved`` at ``step``;
-    returns the safe changes (logged by the caller)."""
+    returns the safe changes (logged by the caller). ``defaults`` (the mode's schema) lets a field added
+    since the save resume when it holds its default."""
     changes = config_changes(saved, current)
     if "mode" in changes:
         old, new = changes["mode"]
@@ -78,8 +87,9 @@ def check_config(saved: dict, current: dict, *, workdir: str, step: int) -> dict
         raise errors.CheckpointError(
             f"workdir {workdir} holds a run of another model at step {step} ({_listed(identity)}); use a new "
             "--workdir, or set the model fields back to the saved values")
+    added = _new_fields_at_default(changes, defaults)
     unsafe = {k: v for k, v in changes.items()
-              if k not in IDENTITY and not any(k == s or k.startswith(s) for s in SAFE)}
+              if k not in IDENTITY and k not in added and not any(k == s or k.startswith(s) for s in SAFE)}
     allowed = bool(current.get("checkpoint", {}).get("allow_config_change", False))
     if unsafe and not allowed:
         raise errors.CheckpointError(
@@ -89,7 +99,8 @@ def check_config(saved: dict, current: dict, *, workdir: str, step: int) -> dict
     return changes
 
 
-def check_workdir(ckpt: Checkpointer, config: dict, *, resume: bool = True) -> int | None:
+def check_workdir(ckpt: Checkpointer, config: dict, *, resume: bool = True,
+                  defaults: dict | None = None) -> int | None:
     """The newest saved step whose config ``config`` may resume (None when the workdir holds none).
 
     Runs before anything is written. Raises CheckpointError when the saved run is not this config's
@@ -107,7 +118,7 @@ def check_workdir(ckpt: Checkpointer, config: dict, *, resume: bool = True) -> i
         except Exception as e:  # noqa: BLE001  (a damaged step: restore_newest reports and skips it)
             log.warning("checkpoint step %d: its config cannot be read (%s)", step, _reason(e))
             continue
-        changes = check_config(saved, config, workdir=ckpt.workdir, step=step)
+        changes = check_config(saved, config, workdir=ckpt.workdir, step=step, defaults=defaults)
         for name, (old, new) in changes.items():
             log.info("config change since step %d: %s: %r -> %r", step, name, old, new)
         return step

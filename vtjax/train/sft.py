@@ -65,7 +65,8 @@ def run(config, workdir: str) -> RunResult:
     config_dict = config.to_dict()
     ckpt = Checkpointer(workdir, every_steps=config.checkpoint.every_steps, keep=config.checkpoint.keep,
                         async_save=config.checkpoint.async_save)
-    resume_from = resume.check_workdir(ckpt, config_dict, resume=config.checkpoint.resume)
+    resume_from = resume.check_workdir(ckpt, config_dict, resume=config.checkpoint.resume,
+                                       defaults=config_lib.sft_defaults().to_dict())
     mesh = make_mesh(sizes["data"], sizes["fsdp"], sizes["tensor"])
     model_cfg = model_config(config)
     iterator, model_cfg, per_epoch = train_data(config, model_cfg, mesh)
