@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from vtjax.data import batching, pipeline
+from vtjax.rl import bonuses as bonuses_lib
 from vtjax.rl import grpo as grpo_lib
 from vtjax.rl import rewards as rewards_lib
 from vtjax.sampling import generate
@@ -26,6 +27,7 @@ from vtjax.train.batch import data_shard
 from vtjax.train.checkpoint import Checkpointer
 from vtjax.train.compile_log import CompileLog
 from vtjax.train.data import record_source
+from vtjax.train.frame_shuffle import shuffle_videos
 from vtjax.train.grpo_step import batch_logprobs_fn, make_grpo_step
 from vtjax.train.metrics import MetricsLogger
 from vtjax.train.optimizer import lr_schedule, make_optimizer, warmup_steps_for
@@ -160,6 +162,12 @@ def run(config, workdir: str) -> RunResult:
                 texts = completion_texts(tokenizer, rollout["tokens"], rollout["lengths"], stop_ids)
                 recs = [{"solution": s, "problem_type": p} for s, p in zip(raw["solution"], raw["problem_type"], strict=True)]
                 total, per_fn = rewards_lib.combine_rewards(texts, recs, weights, reward_options)
+                extra = {}
+                if r.temporal_contrast or r.length_bonus > 0:
+                    shuffled = (shuffled_accuracy(config, model_cfg, state.params, hf, recs, tokenizer, eos,
+                                                  stop_ids, step, reward_options) if r.temporal_contrast else None)
+                    bonus, extra = step_bonuses(config, per_fn["accuracy"], rollout["lengths"], shuffled)
+                    total = total + bonus
                 advantages = np.asarray(grpo_lib.group_advantages(total, r.group_size, r.advantage_scale,
                                                                   r.advantage_eps))
                 host = build_rollout_batch(model_cfg, hf, rollout["tokens"], rollout["lengths"], advantages,
@@ -186,6 +194,7 @@ def run(config, workdir: str) -> RunResult:
                     skipped += 1
                     log.warning("step %d: non-finite GRPO loss/grad norm, update skipped (%d so far)", step, skipped)
                 scalars = rollout_scalars(metrics, total, per_fn, rollout, rollout_s, update_s, r.num_iterations)
+                scalars.update(extra)
                 scalars["updates_skipped"] = float(not metrics["finite"])  # this step's count (summed per interval)
                 logger.step(step, scalars)
                 if ckpt.save(step, state, iterator.get_state(), config_dict):
@@ -197,6 +206,44 @@ def run(config, workdir: str) -> RunResult:
         logger.flush(step)
         logger.close()
     return RunResult(step=step, status=status, last_metrics=scalars, skipped_updates=skipped)
+
+
+def shuffled_accuracy(config, model_cfg, params, hf, recs, tokenizer, eos, stop_ids, step, reward_options):
+    """T-GRPO's contrast rollout: accuracy [P * S] of each prompt sampled on its frames in random order.
+
+    Frame orders and the sampling seed derive from (seed, step), so a resumed run draws the same ones.
+    Only the accuracy is kept; the update uses the ordered rollouts alone.
+    """
+    r, v = config.rl, model_cfg.vision
+    shuffled_hf, _ = shuffle_videos(hf, np.random.default_rng([config.seed, step]), channels=v.in_channels,
+                                    temporal_patch=v.temporal_patch_size)
+    seed = int(np.random.SeedSequence([config.seed, step, 1]).generate_state(1)[0] % 2**31)
+    out = generate(model_cfg, params, **shuffled_hf, max_new_tokens=r.max_new_tokens,
+                   num_samples=grpo_config.temporal_group_size(config), temperature=r.temperature, top_p=r.top_p,
+                   top_k=r.top_k, eos_token_ids=eos, seed=seed)
+    texts = completion_texts(tokenizer, out["tokens"], out["lengths"], stop_ids)
+    _, per_fn = rewards_lib.combine_rewards(texts, recs, {"accuracy": 1.0}, reward_options)
+    return per_fn["accuracy"]
+
+
+def step_bonuses(config, accuracy, lengths, shuffled) -> tuple[np.ndarray, dict]:
+    """Video-R1's temporal-contrast and length bonuses [N] (0 where off) and their scalars for the log."""
+    r = config.rl
+    bonus = np.zeros(len(accuracy), np.float32)
+    scalars = {}
+    if shuffled is not None:
+        temporal, applied = bonuses_lib.temporal_contrast_bonus(
+            accuracy, shuffled, r.group_size, grpo_config.temporal_group_size(config), bonus=r.temporal_bonus,
+            ratio=r.temporal_ratio)
+        bonus += temporal
+        scalars.update(shuffled_accuracy=float(np.mean(shuffled)), temporal_applied=float(np.mean(applied)),
+                       reward_temporal_bonus=float(np.mean(temporal)))
+    if r.length_bonus > 0:
+        low, high = grpo_config.length_bonus_range(config)
+        length = bonuses_lib.length_bonus(accuracy, lengths, r.group_size, bonus=r.length_bonus, low=low, high=high)
+        bonus += length
+        scalars["reward_length_bonus"] = float(np.mean(length))
+    return bonus, scalars
 
 
 def rollout_scalars(metrics, total, per_fn, rollout, rollout_s, update_s, iterations) -> dict:

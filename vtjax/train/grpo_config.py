@@ -43,6 +43,14 @@ def grpo_defaults() -> ml_collections.ConfigDict:
     c.rl.advantage_scale = "group"  # group | batch | none: what the centred reward is divided by
     c.rl.advantage_eps = 1e-4  # added to the std
     c.rl.loss_agg = "seq-mean-token-mean"  # seq-mean-token-mean | token-mean | seq-mean-token-sum-norm
+    # Video-R1's optional bonuses (docs/rl.md "Bonuses"; its video GRPO script turns both on). Both need
+    # `accuracy` in rl.reward_weights: "correct" is an unweighted accuracy > 0.1. Bonuses add to the total.
+    c.rl.temporal_contrast = False  # T-GRPO (Video-R1 --temporal): also sample each prompt on shuffled frames
+    c.rl.temporal_group_size = 0  # shuffled-frame completions per prompt; 0 = max(1, group_size // 2) (Video-R1)
+    c.rl.temporal_bonus = 0.3  # added to correct completions of a prompt whose ordered accuracy ...
+    c.rl.temporal_ratio = 0.8  # ... is >= this times its shuffled accuracy (Video-R1: 0.3 and 0.8)
+    c.rl.length_bonus = 0.0  # added to correct completions in length_bonus_range (Video-R1 --len_control: 0.2)
+    c.rl.length_bonus_range = "320,512"  # inclusive completion tokens (EOS counted), given >= 2 correct per prompt
     return c
 
 
@@ -72,6 +80,41 @@ def reward_options(config) -> rewards_lib.RewardOptions:
                                      rewards_lib.TimeFormat(config.rl.time_format))
 
 
+def temporal_group_size(config) -> int:
+    """Shuffled-frame completions per prompt: ``rl.temporal_group_size``, or max(1, G // 2) when 0."""
+    r = config.rl
+    return int(r.temporal_group_size) or max(1, int(r.group_size) // 2)
+
+
+def length_bonus_range(config) -> tuple[int, int]:
+    """``rl.length_bonus_range`` ``"320,512"`` -> (320, 512), checked."""
+    items = config_lib.split_list(config.rl.length_bonus_range)
+    try:
+        low, high = (int(x) for x in items)
+    except ValueError as e:
+        raise ConfigError(f"rl.length_bonus_range={config.rl.length_bonus_range!r} must be two token counts "
+                          f"'LOW,HIGH' (Video-R1: '320,512')") from e
+    if not 0 <= low <= high:
+        raise ConfigError(f"rl.length_bonus_range={config.rl.length_bonus_range!r} needs 0 <= LOW <= HIGH")
+    return low, high
+
+
+def _validate_bonuses(config, weights: dict[str, float]):
+    r = config.rl
+    if not isinstance(r.temporal_contrast, bool):
+        raise ConfigError(f"rl.temporal_contrast={r.temporal_contrast!r} must be True or False")
+    for name in ("temporal_bonus", "temporal_ratio", "length_bonus"):
+        if not 0 <= r[name] < float("inf"):
+            raise ConfigError(f"rl.{name}={r[name]} must be a finite number >= 0")
+    if r.temporal_group_size < 0:
+        raise ConfigError(f"rl.temporal_group_size={r.temporal_group_size} must be >= 0 (0 = group_size // 2)")
+    length_bonus_range(config)
+    on = [n for n, v in (("rl.temporal_contrast", r.temporal_contrast), ("rl.length_bonus", r.length_bonus > 0)) if v]
+    if on and "accuracy" not in weights:
+        raise ConfigError(f"{' and '.join(on)} need the accuracy reward: add accuracy=1.0 to "
+                          f"rl.reward_weights={r.reward_weights!r}")
+
+
 def validate(config, *, num_devices: int, process_count: int = 1) -> dict[str, int]:
     """The SFT checks, then the rl fields; returns the mesh sizes."""
     if process_count > 1:
@@ -97,6 +140,6 @@ def validate(config, *, num_devices: int, process_count: int = 1) -> dict[str, i
         raise ConfigError(f"rl.advantage_scale={r.advantage_scale!r} must be one of {grpo_lib.ADVANTAGE_SCALES}")
     if r.loss_agg not in grpo_lib.AGGREGATIONS:
         raise ConfigError(f"rl.loss_agg={r.loss_agg!r} must be one of {grpo_lib.AGGREGATIONS}")
-    reward_weights(config)
+    _validate_bonuses(config, reward_weights(config))
     reward_options(config)
     return sizes
