@@ -52,6 +52,12 @@ def get_config(arg: str = ""):
     c.rl.beta = 0.04  # the paper's KL weight
     c.rl.reward_weights = "accuracy=1.0,format=1.0"  # outcome + format rewards, as in the paper
     c.rl.reward_rules = "video_r1"  # accuracy scored as Video-R1's released reward (the stack the paper follows)
+    # Video-R1's trainer options, left off: the paper names only accuracy + format rewards. Video-R1's own
+    # video GRPO script turns both on (--temporal, --len_control); to match it set
+    # rl.temporal_contrast=True (+0.3 to correct answers when ordered accuracy >= 0.8 x shuffled-frame
+    # accuracy; G // 2 = 4 extra rollouts per prompt) and rl.length_bonus=0.2 (320..512 tokens). docs/rl.md.
+    c.rl.temporal_contrast = False  # T-GRPO contrast rollout on temporally shuffled frames
+    c.rl.length_bonus = 0.0  # bonus for correct completions of rl.length_bonus_range tokens
 
     c.checkpoint.every_steps = 100  # rollouts are costly: save often
 

@@ -143,6 +143,7 @@ def test_two_step_run_logs_the_shuffled_accuracy_and_bonuses(tmp_path, monkeypat
     for step, scalars in enumerate(seen):
         acc, shuffled = accuracies[2 * step][1], accuracies[2 * step + 1][1]
         assert scalars["shuffled_accuracy"] == pytest.approx(float(np.mean(shuffled)))
+        assert scalars["shuffled_rollout_s"] > 0
         temporal, applied = bonuses.temporal_contrast_bonus(acc, shuffled, g, s)
         length = bonuses.length_bonus(acc, np.full(acc.shape, 4), g, low=1, high=8)  # all tiny lengths in range
         assert scalars["temporal_applied"] == pytest.approx(float(np.mean(applied)))

@@ -6,6 +6,7 @@ Modules:
   tag_format    Video-Thinker format reward, MM:SS or long-video time stamps
   text_metrics  WER and stemmed ROUGE-1/2/L used by the accuracy reward
   grpo          group_advantages, completion_mask, grpo_loss
+  bonuses       Video-R1's optional T-GRPO temporal-contrast and length bonuses
 
 See docs/rl.md.
 """

@@ -164,9 +164,13 @@ def run(config, workdir: str) -> RunResult:
                 total, per_fn = rewards_lib.combine_rewards(texts, recs, weights, reward_options)
                 extra = {}
                 if r.temporal_contrast or r.length_bonus > 0:
+                    start = time.perf_counter()
                     shuffled = (shuffled_accuracy(config, model_cfg, state.params, hf, recs, tokenizer, eos,
                                                   stop_ids, step, reward_options) if r.temporal_contrast else None)
+                    shuffled_s = time.perf_counter() - start
                     bonus, extra = step_bonuses(config, per_fn["accuracy"], rollout["lengths"], shuffled)
+                    if shuffled is not None:
+                        extra["shuffled_rollout_s"] = shuffled_s
                     total = total + bonus
                 advantages = np.asarray(grpo_lib.group_advantages(total, r.group_size, r.advantage_scale,
                                                                   r.advantage_eps))
