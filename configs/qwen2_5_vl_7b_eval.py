@@ -18,13 +18,9 @@ def get_config():
     c.model.preset = "7b"  # architecture of a random init; init_from's config.json wins when set
     c.model.dtype = "bfloat16"  # matmuls in bf16, norms / softmax in float32
 
-    # Video-R1's vendored qwen-vl-utils (src/eval_bench.py reads videos through it):
-    c.data.nframes = 0  # sample at data.fps, not a fixed count
-    c.data.fps = 2.0  # 2 frames per second ...
-    c.data.min_frames = 4  # ... at least 4 ...
-    c.data.max_frames = 16  # ... at most 16 (a 5 s clip: 10 frames; 8 s or longer: 16)
-    c.data.min_pixels = 128 * 28 * 28  # per-frame floor
-    c.data.max_pixels = 128 * 28 * 28  # per-frame ceiling, floored at 1.05 * min_pixels (480x640 -> 280x364)
+    # Frames: the schema's defaults are Video-R1's (its vendored qwen-vl-utils, which the paper's "16 frames
+    # at 128*28*28 pixels" follows): 2 fps, 4..16 frames floored to even, 128*28*28 pixels per frame with
+    # the 1.05 floor, so a 5 s clip gives 10 frames and a 480x640 frame 280x364 (vtjax/train/config.py).
     c.data.max_length = 16384  # Video-R1's evaluation allows 16k-token prompts
     c.data.worker_count = 8  # video-decoding processes
 
