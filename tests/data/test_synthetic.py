@@ -1,6 +1,7 @@
 """Synthetic task: determinism, answers re-derived by independent rules, videos checked by colour, tokenizer."""
 
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -230,7 +231,7 @@ def test_sequential_scenes_take_turns_in_a_palette():
         assert {o["colour"] for o in objs} == {"red", "green", "blue", "yellow"}  # the first 4 colours, each once
         spans = sorted((o["start"], o["end"]) for o in objs)
         assert spans[0][0] == 0 and spans[-1][1] == d  # the screen is never empty ...
-        assert all(a[1] == b[0] and b[1] - b[0] >= 1 for a, b in zip(spans, spans[1:], strict=True))  # ... nor shared
+        assert all(a[1] == b[0] and b[1] - b[0] >= 1 for a, b in itertools.pairwise(spans))  # ... nor shared
         assert all(o["move_to"] is None for o in objs)
         want = _expected_answer(r)  # the independent rules still hold
         assert dict((o[0], o[3:]) for o in r["options"])[r["solution"][8]] == want
