@@ -65,6 +65,7 @@ def build(args):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from vtjax.convert import hf_to_params
+    from vtjax.data import batching
     from vtjax.data.batching import IGNORE_INDEX
     from vtjax.models.qwen2_5_vl import abstract_params
     from vtjax.train import config as config_lib
@@ -106,13 +107,10 @@ def build(args):
                           shardings, builder.shardings(batch), mesh)
 
     # transformers: the same batch in the HF processor's layout
-    rows = int(np.prod(raw["video_grid_thw"], axis=1).sum())
-    hf_batch = {
-        "input_ids": torch.from_numpy(raw["input_ids"].astype(np.int64)),
-        "attention_mask": torch.from_numpy(raw["attention_mask"].astype(np.int64)),
-        "pixel_values_videos": torch.from_numpy(raw["pixel_values_videos"][:rows]),
-        "video_grid_thw": torch.from_numpy(raw["video_grid_thw"]),
-        "second_per_grid_ts": torch.from_numpy(raw["second_per_grid_ts"]),
+    hf_inputs, _ = batching.model_inputs(raw)
+    hf_batch = {k: torch.from_numpy(np.asarray(v).astype(np.int64) if k in ("input_ids", "attention_mask")
+                                    else np.asarray(v)) for k, v in hf_inputs.items()}
+    hf_batch |= {
         "labels": torch.from_numpy(np.where(raw["loss_mask"], raw["input_ids"], IGNORE_INDEX).astype(np.int64)),
     }
     decay = [p for n, p in hf_model.named_parameters() if p.ndim >= 2 and "embed" not in n]

@@ -64,7 +64,7 @@ def test_video_pad_expansion_matches_hf_processor(tokenizer_json, t, h, w):
     values, grid = vision.patchify_video(frames)
     ours = chat.encode_chat(
         tok, system="You are a helpful assistant.", user_text=user,
-        video_tokens=vision.num_vision_tokens(grid[0]),
+        vision_tokens=vision.num_vision_tokens(grid[0]),
     )
     np.testing.assert_array_equal(ours.input_ids, ref["input_ids"][0])
     np.testing.assert_array_equal(grid, ref["video_grid_thw"])
@@ -76,7 +76,7 @@ def test_video_pad_expansion_matches_hf_processor(tokenizer_json, t, h, w):
 def test_label_mask_covers_the_answer_only(sp_model):
     tok = tok_lib.load_tokenizer(sp_model)
     answer = "<think>he walks out</think> <answer>B</answer>"
-    enc = chat.encode_chat(tok, system="S", user_text="Q", video_tokens=6, answer=answer)
+    enc = chat.encode_chat(tok, system="S", user_text="Q", vision_tokens=6, answer=answer)
     ids, mask = enc.input_ids, enc.loss_mask
     prompt = tok.encode(chat.render_prompt("S", "Q").replace(tok_lib.VIDEO_PAD, tok_lib.VIDEO_PAD * 6))
     assert ids[: enc.prompt_length].tolist() == prompt
@@ -88,7 +88,7 @@ def test_label_mask_covers_the_answer_only(sp_model):
 
 def test_include_prompt_in_loss_masks_vision_pads(sp_model):
     tok = tok_lib.load_tokenizer(sp_model)
-    enc = chat.encode_chat(tok, system="S", user_text="Q", video_tokens=6, answer="A", include_prompt_in_loss=True)
+    enc = chat.encode_chat(tok, system="S", user_text="Q", vision_tokens=6, answer="A", include_prompt_in_loss=True)
     pad = enc.input_ids == tok.token_to_id(tok_lib.VIDEO_PAD)
     assert pad.sum() == 6 and not enc.loss_mask[pad].any()
     trail = len(tok.encode("\n"))  # the newline after <|im_end|> is input only
@@ -98,6 +98,6 @@ def test_include_prompt_in_loss_masks_vision_pads(sp_model):
 def test_prompt_only_for_generation(sp_model):
     tok = tok_lib.load_tokenizer(sp_model)
     system, user = "You are a helpful assistant.", "What does the man do?"
-    enc = chat.encode_chat(tok, system=system, user_text=user, video_tokens=None)
-    assert tok.decode(enc.input_ids) == chat.render_prompt(system, user, video=False)
+    enc = chat.encode_chat(tok, system=system, user_text=user, vision_tokens=None)
+    assert tok.decode(enc.input_ids) == chat.render_prompt(system, user, vision_kind=None)
     assert enc.prompt_length == len(enc.input_ids) and not enc.loss_mask.any()

@@ -92,9 +92,9 @@ def test_sft_over_mixed_good_and_bad_inputs(dataset, tok, caplog):
     assert b["input_ids"].shape[1] in (64, 96, 128, 192, 256)
     answer = tok.decode(b["input_ids"][0][b["loss_mask"][0]])
     assert answer == "<think>clip 0</think>\n<answer>A</answer><|im_end|>"
-    rows = int(np.prod(b["video_grid_thw"], axis=1).sum())
+    rows = int(np.prod(b["grid_thw"], axis=1).sum())
     assert (b["input_ids"] == tok.token_to_id(tok_lib.VIDEO_PAD)).sum() == rows // 4
-    assert b["pixel_values_videos"].shape[0] >= rows and not b["pixel_values_videos"][rows:].any()
+    assert b["vision_rows"].shape[0] >= rows and not b["vision_rows"][rows:].any()
 
 
 def test_too_many_bad_inputs_stop_the_run_with_a_summary(dataset, tok):

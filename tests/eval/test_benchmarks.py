@@ -3,10 +3,13 @@
 import json
 import os
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from tests.data.conftest import write_video
-from vtjax.data import examples, video
+from tests.data.conftest import _train_sentencepiece, write_video
+from vtjax.data import chat, examples, video
+from vtjax.data import tokenizer as tok_lib
 from vtjax.data import records as records_lib
 from vtjax.eval import benchmarks, cg_bench_subset
 
@@ -195,15 +198,18 @@ def test_video_r1_without_ids_and_with_duplicate_ids(tmp_path):
         benchmarks.load_benchmark("video_r1", dup)
 
 
-def test_image_items_are_skipped_by_the_pipeline_with_a_reason(tmp_path):
+def test_image_items_are_answered_on_their_image(tmp_path, tmp_path_factory):
     (tmp_path / "Images").mkdir()
-    (tmp_path / "Images" / "r.png").write_bytes(b"png")
+    Image.fromarray(np.full((60, 90, 3), 200, np.uint8)).save(tmp_path / "Images" / "r.png")
     items = benchmarks.load_benchmark("video_r1", _write(tmp_path / "e.json", VIDEO_R1_EVAL[5:]))
     (rec,) = benchmarks.to_records(items, str(tmp_path))
-    builder = examples.ExampleBuilder(tokenizer=None, prompts=None, mode="eval")
-    skipped = builder(rec)
-    assert isinstance(skipped, examples.Skipped) and skipped.reason == examples.IMAGE_SKIP_REASON
-    assert skipped.record_id == "6"
+    tok = tok_lib.load_tokenizer(_train_sentencepiece(tmp_path_factory.mktemp("sp") / "tok", True))
+    example = examples.ExampleBuilder(tokenizer=tok, prompts=chat.Prompts(system="S"), mode="eval")(rec)
+    assert not isinstance(example, examples.Skipped), example
+    assert example["record_id"] == "6" and example["is_image"]
+    # 60x90 -> 56x84 (4*28*28 <= 4704 <= 256*28*28): 4x6 patches, one temporal patch, 6 merged tokens
+    assert example["grid_thw"].tolist() == [1, 4, 6]
+    assert (example["input_ids"] == tok.token_to_id(tok_lib.IMAGE_PAD)).sum() == 6
 
 
 # --- Errors a user can cause ----------------------------------------------------------------------------------

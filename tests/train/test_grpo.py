@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.parity.hf_reference import random_pixels, vision_run
+from vtjax.data import batching
 from vtjax.models.qwen2_5_vl import Qwen25VLConfig, init_params
 from vtjax.rl import rewards
 from vtjax.sampling import generate
@@ -23,28 +24,32 @@ CONFIG = Qwen25VLConfig.tiny()
 GROUP = 3
 
 
-def prompts():
+def prompts(kinds=("video", "video")) -> dict:
+    """Two prompts in the data pipeline's collated layout; `kinds` says which carries an image."""
     rng = np.random.default_rng(0)
-    grids = [(2, 4, 8), (1, 8, 4)]
-    rows = [[5, 6, 7] + vision_run(CONFIG, "video", grids[0]) + [8, 9],
-            [10] + vision_run(CONFIG, "video", grids[1]) + [11, 12, 13, 14]]
+    grids = [(1 if kinds[0] == "image" else 2, 4, 8), (1, 8, 4)]
+    rows = [[5, 6, 7] + vision_run(CONFIG, kinds[0], grids[0]) + [8, 9],
+            [10] + vision_run(CONFIG, kinds[1], grids[1]) + [11, 12, 13, 14]]
     length = max(map(len, rows))
     ids = np.full((2, length), CONFIG.pad_token_id)
     mask = np.zeros((2, length), np.int64)
     for r, row in enumerate(rows):
         ids[r, :len(row)], mask[r, :len(row)] = row, 1  # right padding, as the data pipeline pads
-    return dict(input_ids=ids, attention_mask=mask, pixel_values_videos=random_pixels(rng, CONFIG, grids),
-                video_grid_thw=np.array(grids), second_per_grid_ts=np.array([1.0, 2.0], np.float32))
+    is_image = np.array([k == "image" for k in kinds])
+    return dict(input_ids=ids, attention_mask=mask, vision_rows=random_pixels(rng, CONFIG, grids),
+                grid_thw=np.array(grids), second_per_grid_ts=np.where(is_image, 0.0, [1.0, 2.0]).astype(np.float32),
+                is_image=is_image)
 
 
-@pytest.fixture(scope="module")
-def rollout():
+@pytest.fixture(scope="module", params=[("video", "video"), ("image", "video")], ids=["videos", "image+video"])
+def rollout(request):
     params = init_params(CONFIG, 1)
-    hf = prompts()
+    collated = prompts(request.param)
+    hf, _ = batching.model_inputs(collated)  # what the sampler takes: images and videos apart
     out = generate(CONFIG, params, **hf, max_new_tokens=6, num_samples=GROUP, temperature=1.0, seed=2,
                    eos_token_ids=[7])
     advantages = np.linspace(-1.0, 1.0, 2 * GROUP).astype(np.float32)
-    batch = build_rollout_batch(CONFIG, hf, out["tokens"], out["lengths"], advantages, group=GROUP,
+    batch = build_rollout_batch(CONFIG, collated, out["tokens"], out["lengths"], advantages, group=GROUP,
                                 micro_batches=2, batch_shards=1, loss_agg="seq-mean-token-mean")
     return params, hf, out, batch
 

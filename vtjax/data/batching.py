@@ -4,7 +4,13 @@ A jitted step compiles once per distinct input shape, so the text length and
 the number of vision patch rows of a batch are rounded up to a small set of
 bucket sizes. Padding text positions have attention_mask 0 and no loss;
 padding patch rows are zeros after the real rows (the real count is
-sum(prod(video_grid_thw))).
+sum(prod(grid_thw))).
+
+A batch holds one video or image per row, their patch rows concatenated in
+row order (`vision_rows`, `grid_thw`, `is_image`). `hf_vision` splits them
+into the HF processor's keyword arguments (images and videos apart, each in
+row order), which is what the model's `prepare_inputs` and the PyTorch
+reference take.
 """
 
 from __future__ import annotations
@@ -56,12 +62,14 @@ def collate(
     """Stacks worker-built examples into one HF-layout batch.
 
     Each example has `input_ids` int32 [L], `patches` uint8 [N, 1176],
-    `grid_thw` [3], `second_per_grid_t`, optionally `loss_mask` bool [L], and
-    string metadata (`record_id`, `solution`, `problem_type`, `answer`).
+    `grid_thw` [3], `second_per_grid_t`, optionally `is_image` (default
+    False) and `loss_mask` bool [L], and string metadata (`record_id`,
+    `solution`, `problem_type`, `answer`).
 
     Returns a dict: input_ids int32 [B, Lb], attention_mask int32 [B, Lb],
-    pixel_values_videos float32 [Pb, 1176], video_grid_thw int64 [B, 3],
-    second_per_grid_ts float32 [B], and with_labels: labels int32 [B, Lb]
+    vision_rows float32 [Pb, 1176] (every row's patches, in row order, then
+    zeros), grid_thw int64 [B, 3], second_per_grid_ts float32 [B] (0 for
+    images), is_image bool [B], and with_labels: labels int32 [B, Lb]
     (IGNORE_INDEX off-target) and loss_mask bool [B, Lb]; plus the metadata as
     lists of str.
     """
@@ -86,30 +94,66 @@ def collate(
     for e, n in zip(examples, rows, strict=True):
         pixels[offset : offset + n] = vision.normalize_rows(e["patches"])
         offset += n
-    batch["pixel_values_videos"] = pixels
-    batch["video_grid_thw"] = np.stack([np.asarray(e["grid_thw"], np.int64) for e in examples])
+    batch["vision_rows"] = pixels
+    batch["grid_thw"] = np.stack([np.asarray(e["grid_thw"], np.int64) for e in examples])
     batch["second_per_grid_ts"] = np.asarray([e["second_per_grid_t"] for e in examples], np.float32)
+    batch["is_image"] = np.asarray([bool(e.get("is_image", False)) for e in examples], bool)
     for key in ("record_id", "solution", "problem_type", "answer"):
         if key in examples[0]:
             batch[key] = [e[key] for e in examples]
     return batch
 
 
-HF_KEYS = ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+def hf_vision(grid_thw, second_per_grid_ts, is_image, rows=None) -> dict:
+    """HF processor vision kwargs for one item per row: images and videos apart, each in row order.
+
+    Args:
+      grid_thw: [B, 3]; second_per_grid_ts: [B] (ignored on image rows); is_image: bool [B].
+      rows: the real patch rows of these B items concatenated in row order [sum(prod(grid_thw)), 1176];
+        None leaves the pixel keys out (for `get_rope_index`).
+
+    Returns: image_grid_thw (+ pixel_values) when there are images, video_grid_thw and
+    second_per_grid_ts (+ pixel_values_videos) when there are videos.
+    """
+    grids = np.asarray(grid_thw, np.int64).reshape(-1, 3)
+    images = np.asarray(is_image, bool).reshape(-1)
+    seconds = np.asarray(second_per_grid_ts, np.float32).reshape(-1)
+    out = {}
+    if rows is not None:
+        rows = np.asarray(rows)
+        counts = np.prod(grids, axis=1)
+        if rows.shape[0] != counts.sum():
+            raise ValueError(f"{rows.shape[0]} patch rows for grids that need {int(counts.sum())}")
+        item = np.repeat(np.arange(grids.shape[0]), counts)  # the row of each patch row
+    if images.any():
+        out["image_grid_thw"] = grids[images]
+        if rows is not None:
+            out["pixel_values"] = rows[images[item]]
+    if (~images).any():
+        out["video_grid_thw"] = grids[~images]
+        out["second_per_grid_ts"] = seconds[~images]
+        if rows is not None:
+            out["pixel_values_videos"] = rows[~images[item]]
+    return out
+
+
+def real_rows(batch: dict) -> np.ndarray:
+    """The batch's patch rows without the bucket padding: [sum(prod(grid_thw)), 1176]."""
+    return batch["vision_rows"][: int(np.prod(batch["grid_thw"], axis=1).sum())]
 
 
 def model_inputs(batch: dict) -> tuple[dict, dict]:
     """Splits a batch into HF-processor kwargs (real vision rows only) and its padded sizes.
 
     Returns:
-      (hf, pads): `hf` has input_ids, attention_mask, pixel_values_videos
-      [sum(prod(video_grid_thw)), 1176], video_grid_thw, second_per_grid_ts,
-      as the HF processor returns them; `pads` = {"pad_length": Lb,
-      "pad_patches": Pb}, the bucket sizes to pad back to (the model's
-      `prepare_inputs` takes both).
+      (hf, pads): `hf` has input_ids, attention_mask and the `hf_vision` keys
+      (pixel_values / image_grid_thw for image rows, pixel_values_videos /
+      video_grid_thw / second_per_grid_ts for video rows), as the HF processor
+      returns them; `pads` = {"pad_length": Lb, "pad_patches": Pb}, the bucket
+      sizes to pad back to (the model's `prepare_inputs` takes both).
     """
-    rows = int(np.prod(batch["video_grid_thw"], axis=1).sum())
-    hf = {k: batch[k] for k in HF_KEYS}
-    hf["pixel_values_videos"] = batch["pixel_values_videos"][:rows]
-    pads = {"pad_length": batch["input_ids"].shape[1], "pad_patches": batch["pixel_values_videos"].shape[0]}
+    hf = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    hf.update(hf_vision(batch["grid_thw"], batch["second_per_grid_ts"], batch["is_image"], real_rows(batch)))
+    pads = {"pad_length": batch["input_ids"].shape[1], "pad_patches": batch["vision_rows"].shape[0]}
     return hf, pads
+

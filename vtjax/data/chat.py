@@ -1,10 +1,11 @@
-"""Qwen chat template for one video question, with the SFT label mask.
+"""Qwen chat template for one video (or image) question, with the SFT label mask.
 
   <|im_start|>system\\n{system}<|im_end|>\\n
   <|im_start|>user\\n<|vision_start|><|video_pad|>*N<|vision_end|>{question}<|im_end|>\\n
   <|im_start|>assistant\\n{answer}<|im_end|>\\n
 
-N = grid_t * grid_h * grid_w / 4, as the HF processor expands it. The prompt
+N = grid_t * grid_h * grid_w / 4, as the HF processor expands it; an image
+record has `<|image_pad|>` in place of `<|video_pad|>`. The prompt
 and the answer are encoded separately and concatenated, so the answer's ids
 are exactly what the model produces when it generates after the prompt.
 """
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vtjax.data import tokenizer as tok_lib
+from vtjax.data.records import DataType
 
 PROMPTS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "prompts")
 DEFAULT_SYSTEM = "You are a helpful assistant."  # Qwen's template default.
@@ -68,9 +70,13 @@ def format_question(problem: str, options: Sequence[str], template: str = "{ques
     return template.replace("{question}", question)
 
 
-def render_prompt(system: str, user_text: str, *, video: bool = True) -> str:
-    """Prompt text with one unexpanded `<|video_pad|>`, as `apply_chat_template` writes it."""
-    vision = tok_lib.VISION_START + tok_lib.VIDEO_PAD + tok_lib.VISION_END if video else ""
+_PAD_OF = {DataType.VIDEO: tok_lib.VIDEO_PAD, DataType.IMAGE: tok_lib.IMAGE_PAD}
+
+
+def render_prompt(system: str, user_text: str, *, vision_kind: DataType | None = DataType.VIDEO) -> str:
+    """Prompt text with one unexpanded `<|video_pad|>` (or `<|image_pad|>`; none for None), as
+    `apply_chat_template` writes it."""
+    vision = "" if vision_kind is None else tok_lib.VISION_START + _PAD_OF[DataType(vision_kind)] + tok_lib.VISION_END
     return (
         f"{tok_lib.IM_START}system\n{system}{tok_lib.IM_END}\n"
         f"{tok_lib.IM_START}user\n{vision}{user_text}{tok_lib.IM_END}\n"
@@ -90,14 +96,17 @@ def encode_chat(
     *,
     system: str,
     user_text: str,
-    video_tokens: int | None,
+    vision_tokens: int | None,
+    vision_kind: DataType = DataType.VIDEO,
     answer: str | None = None,
     include_prompt_in_loss: bool = False,
 ) -> EncodedChat:
     """Token ids of one conversation and its loss mask.
 
     Args:
-      video_tokens: `<|video_pad|>` copies (grid_t*grid_h*grid_w/4); None for no video.
+      vision_tokens: `<|video_pad|>` (or `<|image_pad|>`) copies, grid_t*grid_h*grid_w/4; None for
+        a text-only prompt.
+      vision_kind: which pad token the video or image is expanded into.
       answer: assistant text; None encodes only the prompt (generation).
       include_prompt_in_loss: also train on the prompt's text tokens (never on
         vision pads), as the released Video-Thinker SFT script did.
@@ -105,13 +114,13 @@ def encode_chat(
     The answer's targets are its tokens and the closing `<|im_end|>`; the
     newline after it is input only.
     """
-    pad_id = tokenizer.token_to_id(tok_lib.VIDEO_PAD)
-    head, _, tail = render_prompt(system, user_text, video=video_tokens is not None).partition(
-        tok_lib.VIDEO_PAD
-    )
+    pad = _PAD_OF[DataType(vision_kind)]
+    pad_id = tokenizer.token_to_id(pad)
+    rendered = render_prompt(system, user_text, vision_kind=None if vision_tokens is None else vision_kind)
+    head, _, tail = rendered.partition(pad)
     ids = tokenizer.encode(head)
-    if video_tokens is not None:
-        ids += [pad_id] * int(video_tokens) + tokenizer.encode(tail)
+    if vision_tokens is not None:
+        ids += [pad_id] * int(vision_tokens) + tokenizer.encode(tail)
     prompt_length = len(ids)
     mask = [include_prompt_in_loss] * prompt_length
     if answer is not None:

@@ -1,24 +1,25 @@
 """Record -> model-ready example, the work done in grain worker processes.
 
-`ExampleBuilder` decodes and resizes the video, lays out its patches (uint8,
-normalised later in the batch so less crosses the process boundary), and
-encodes the chat with `<|video_pad|>` expanded. A video that cannot be used
-or a conversation longer than `max_length` yields a `Skipped` instead, which
-the batching stage counts. A video that failed once is remembered (per
-process) and skipped in later epochs without being decoded again.
+`ExampleBuilder` decodes and resizes the record's video or image, lays out
+its patches (uint8, normalised later in the batch so less crosses the process
+boundary), and encodes the chat with `<|video_pad|>` or `<|image_pad|>`
+expanded. An image is patched as the HF image processor does (one frame
+repeated to fill the temporal patch: grid_t 1). A file that cannot be used or
+a conversation longer than `max_length` yields a `Skipped` instead, which the
+batching stage counts. A file that failed once is remembered (per process)
+and skipped in later epochs without being read again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from vtjax.data import chat, sampling, video, vision
+from vtjax.data import chat, image, sampling, video, vision
 from vtjax.data import tokenizer as tok_lib
 from vtjax.data import records
 from vtjax.data.records import Record
 
 MODES = ("sft", "grpo", "eval")
-IMAGE_SKIP_REASON = "data_type image: vtjax's pipelines read videos only (image records load but are not used yet)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,19 @@ class VideoOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class ImageOptions:
+    """How each image record is sized; the defaults are Video-R1's vendored qwen-vl-utils (`fetch_image`)."""
+
+    min_pixels: int = image.VIDEO_R1_IMAGE_MIN_PIXELS  # area floor (4*28*28)
+    max_pixels: int = image.VIDEO_R1_IMAGE_MAX_PIXELS  # area ceiling (256*28*28; upstream 16384*28*28)
+
+    @classmethod
+    def from_config(cls, data) -> ImageOptions:
+        """From a config's `data` section: image_min_pixels, image_max_pixels."""
+        return cls(min_pixels=int(data.image_min_pixels), max_pixels=int(data.image_max_pixels))
+
+
+@dataclasses.dataclass(frozen=True)
 class Skipped:
     """An example dropped in a worker: which record, which file, why."""
 
@@ -66,35 +80,31 @@ class ExampleBuilder:
     video: VideoOptions = VideoOptions()
     max_length: int = 8192  # longer conversations are skipped, never truncated
     include_prompt_in_loss: bool = False  # SFT: also train on prompt text tokens
-    # video path -> why it cannot be used; filled as videos fail, one copy per worker process
-    bad_videos: dict[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    image: ImageOptions = ImageOptions()  # sizing of data_type "image" records
+    # file path -> why it cannot be used; filled as videos / images fail, one copy per worker process
+    bad_files: dict[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode={self.mode!r} is not one of {MODES}.")
 
     def __call__(self, record: Record) -> dict | Skipped:
-        v = self.video
-        if record.data_type != records.DataType.VIDEO:
-            return Skipped(record.uid, record.video_path, IMAGE_SKIP_REASON)
-        if record.video_path in self.bad_videos:
-            return Skipped(record.uid, record.video_path, self.bad_videos[record.video_path])
+        path = record.video_path
+        if path in self.bad_files:
+            return Skipped(record.uid, path, self.bad_files[path])
         try:
-            frames, fps = video.load_video(
-                record.video_path, nframes=v.nframes, fps=v.fps, min_frames=v.min_frames,
-                max_frames=v.max_frames, min_pixels=v.min_pixels, max_pixels=v.max_pixels,
-                total_pixels=v.total_pixels, backend=v.backend, threads=v.threads,
-            )
-        except video.VideoError as e:
-            self.bad_videos[record.video_path] = e.reason
-            return Skipped(record.uid, record.video_path, e.reason)
-        patches, grid = vision.patchify_video_raw(frames)  # uint8 [N, 1176], [3]
+            patches, grid, seconds = self._patches(record)  # uint8 [N, 1176], int64 [3], float
+        except (video.VideoError, image.ImageError) as e:
+            self.bad_files[path] = e.reason
+            return Skipped(record.uid, path, e.reason)
+        is_image = record.data_type == records.DataType.IMAGE
         user_text = chat.format_question(record.problem, record.options, self.prompts.question_template)
         encoded = chat.encode_chat(
             self.tokenizer,
             system=self.prompts.system,
             user_text=user_text,
-            video_tokens=vision.num_vision_tokens(grid),
+            vision_tokens=vision.num_vision_tokens(grid),
+            vision_kind=record.data_type,
             answer=record.sft_target if self.mode == "sft" else None,
             include_prompt_in_loss=self.include_prompt_in_loss,
         )
@@ -108,7 +118,8 @@ class ExampleBuilder:
             "input_ids": encoded.input_ids,  # int32 [L]
             "patches": patches,  # uint8 [N, 1176]
             "grid_thw": grid,  # int64 [3]
-            "second_per_grid_t": vision.second_per_grid_t(fps),
+            "second_per_grid_t": seconds,  # 0.0 for an image (its positions have no time step)
+            "is_image": is_image,
             "record_id": record.uid,
             "solution": record.solution,
             "problem_type": record.problem_type,
@@ -117,3 +128,19 @@ class ExampleBuilder:
         if self.mode == "sft":
             example["loss_mask"] = encoded.loss_mask  # bool [L]
         return example
+
+    def _patches(self, record: Record) -> tuple:
+        """(uint8 patch rows [N, 1176], grid_thw int64 [3], seconds per temporal patch) of the record's file."""
+        if record.data_type == records.DataType.IMAGE:
+            pixels = image.load_image(record.video_path, min_pixels=self.image.min_pixels,
+                                      max_pixels=self.image.max_pixels)  # uint8 [H, W, 3]
+            patches, grid = vision.patchify_video_raw(pixels[None])  # one frame, repeated: grid_t 1
+            return patches, grid, 0.0
+        v = self.video
+        frames, fps = video.load_video(
+            record.video_path, nframes=v.nframes, fps=v.fps, min_frames=v.min_frames,
+            max_frames=v.max_frames, min_pixels=v.min_pixels, max_pixels=v.max_pixels,
+            total_pixels=v.total_pixels, backend=v.backend, threads=v.threads,
+        )
+        patches, grid = vision.patchify_video_raw(frames)
+        return patches, grid, vision.second_per_grid_t(fps)

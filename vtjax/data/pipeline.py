@@ -220,6 +220,7 @@ def sft_pipeline(
     config: PipelineConfig,
     *,
     video: examples.VideoOptions = examples.VideoOptions(),
+    image: examples.ImageOptions = examples.ImageOptions(),
     max_length: int = 8192,
     include_prompt_in_loss: bool = False,
     process_index: int | None = None,
@@ -228,7 +229,7 @@ def sft_pipeline(
     """SFT batches: prompt + `process\\nsolution`, with labels / loss_mask on the answer."""
     builder = examples.ExampleBuilder(
         tokenizer, prompts, "sft", video, max_length=max_length,
-        include_prompt_in_loss=include_prompt_in_loss,
+        include_prompt_in_loss=include_prompt_in_loss, image=image,
     )
     return make_pipeline(records, builder, config, process_index=process_index, process_count=process_count)
 
@@ -240,12 +241,13 @@ def grpo_pipeline(
     config: PipelineConfig,
     *,
     video: examples.VideoOptions = examples.VideoOptions(),
+    image: examples.ImageOptions = examples.ImageOptions(),
     max_length: int = 16384,
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> grain.IterDataset:
     """GRPO batches: prompts, plus `solution`, `answer`, `problem_type` for the rewards."""
-    builder = examples.ExampleBuilder(tokenizer, prompts, "grpo", video, max_length=max_length)
+    builder = examples.ExampleBuilder(tokenizer, prompts, "grpo", video, max_length=max_length, image=image)
     return make_pipeline(records, builder, config, process_index=process_index, process_count=process_count)
 
 
@@ -256,11 +258,12 @@ def eval_pipeline(
     config: PipelineConfig,
     *,
     video: examples.VideoOptions = examples.VideoOptions(),
+    image: examples.ImageOptions = examples.ImageOptions(),
     max_length: int = 16384,
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> grain.IterDataset:
     """Eval batches: prompts and `record_id`s, one pass in file order, last batch padded."""
     config = dataclasses.replace(config, shuffle=False, num_epochs=1, drop_remainder=False)
-    builder = examples.ExampleBuilder(tokenizer, prompts, "eval", video, max_length=max_length)
+    builder = examples.ExampleBuilder(tokenizer, prompts, "eval", video, max_length=max_length, image=image)
     return make_pipeline(records, builder, config, process_index=process_index, process_count=process_count)

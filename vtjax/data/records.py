@@ -8,8 +8,8 @@ file, the line it starts on and the fix; the good ones load.
 
 `path` is relative to the data source's root for videos and images alike
 (Video-R1 joins `<data dir>` + `path[1:]` to its "./..." paths). Image
-records (`data_type: "image"`, 56% of Video-R1-260k) load; the pipelines
-skip them (`video_only`, `examples.IMAGE_SKIP_REASON`) until vtjax reads images.
+records (`data_type: "image"`, 56% of Video-R1-260k) load and train mixed
+with the video records (`vtjax.data.examples`, `vtjax.data.image`).
 """
 
 from __future__ import annotations
@@ -233,12 +233,6 @@ def validate_record(
         problem_id="" if problem_id is None else str(problem_id),
         data_type=data_type,
     )
-
-
-def video_only(recs: Sequence[Record]) -> tuple[list[Record], int]:
-    """(the video records, how many image records were left out): the pipelines read videos only."""
-    videos = [r for r in recs if r.data_type == DataType.VIDEO]
-    return videos, len(recs) - len(videos)
 
 
 def load_records(

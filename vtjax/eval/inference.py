@@ -43,6 +43,7 @@ class InferenceModel:
     prompts: chat.Prompts
     video: examples.VideoOptions
     source: str  # where the params came from (for logs and reports)
+    image: examples.ImageOptions = examples.ImageOptions()  # sizing of image records
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +120,8 @@ def load_model(config, mesh: jax.sharding.Mesh | None = None) -> InferenceModel:
     model_cfg = _with_runtime(match_tokenizer(model_cfg, tokenizer, adopt=False), config)
     shardings = shardings_for(param_logical_axes(model_cfg), params, mesh)
     params = jax.device_put(params, shardings)
-    return InferenceModel(model_cfg, params, tokenizer, prompts_of(config), video_options(config), source)
+    return InferenceModel(model_cfg, params, tokenizer, prompts_of(config), video_options(config), source,
+                          examples.ImageOptions.from_config(config.data))
 
 
 def decode_texts(tokenizer: tok_lib.Tokenizer, tokens: np.ndarray, lengths: np.ndarray) -> list[str]:

@@ -79,7 +79,7 @@ def predict(model: inference.InferenceModel, records: list, store: PredictionSto
     pending = store.pending(records)
     if not pending:
         return 0, {}
-    ds = pipeline.eval_pipeline(pending, model.tokenizer, model.prompts, pipe_cfg, video=model.video,
+    ds = pipeline.eval_pipeline(pending, model.tokenizer, model.prompts, pipe_cfg, video=model.video, image=model.image,
                                 max_length=max_length, process_index=0, process_count=1)
     writer = jax.process_index() == 0
     bar = None

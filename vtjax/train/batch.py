@@ -21,6 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from vtjax.data.batching import hf_vision
 from vtjax.models.qwen2_5_vl import ModelInputs, Qwen25VLConfig, bucket_size, prepare_inputs
 from vtjax.models.qwen2_5_vl.inputs import MIN_PATCH_BUCKET
 from vtjax.train.loss import shift_targets
@@ -94,7 +95,7 @@ class BatchBuilder:
 
     def local_sizes(self, batch: dict) -> np.ndarray:
         """[text length, patches per micro-batch, frame bucket] this process needs."""
-        grids = np.asarray(batch["video_grid_thw"]).reshape(-1, 3)
+        grids = np.asarray(batch["grid_thw"]).reshape(-1, 3)
         rows = np.prod(grids, axis=1).reshape(self.micro_batches, -1).sum(axis=1)  # [M]
         unit = self.config.vision.merge_unit * self.local_shards
         patches = -(-bucket_size(int(rows.max()), MIN_PATCH_BUCKET) // unit) * unit
@@ -116,17 +117,16 @@ class BatchBuilder:
             raise ValueError(f"this process's batch of {num} rows is not divisible by "
                              f"train.micro_batches={self.micro_batches}")
         per = num // self.micro_batches
-        rows = np.prod(np.asarray(batch["video_grid_thw"]).reshape(-1, 3), axis=1)
+        rows = np.prod(np.asarray(batch["grid_thw"]).reshape(-1, 3), axis=1)
         row_offsets = np.concatenate([[0], np.cumsum(rows)])
         micro = []
         for m in range(self.micro_batches):
             sl = slice(m * per, (m + 1) * per)
             ids = np.asarray(batch["input_ids"][sl])
-            inputs = prepare_inputs(
-                self.config, input_ids=ids, attention_mask=batch["attention_mask"][sl],
-                pixel_values_videos=batch["pixel_values_videos"][row_offsets[m * per]:row_offsets[(m + 1) * per]],
-                video_grid_thw=batch["video_grid_thw"][sl], second_per_grid_ts=batch["second_per_grid_ts"][sl],
-                pad_length=length, pad_patches=patches)
+            vision = hf_vision(batch["grid_thw"][sl], batch["second_per_grid_ts"][sl], batch["is_image"][sl],
+                               batch["vision_rows"][row_offsets[m * per]:row_offsets[(m + 1) * per]])
+            inputs = prepare_inputs(self.config, input_ids=ids, attention_mask=batch["attention_mask"][sl],
+                                    pad_length=length, pad_patches=patches, **vision)
             inputs = self._offset(inputs, frame)
             mask = np.pad(np.asarray(batch["loss_mask"][sl], bool), ((0, 0), (0, length - ids.shape[1])))
             if "example_mask" in batch:
@@ -139,7 +139,7 @@ class BatchBuilder:
         """Shifts this block's vision indices to its place in the global batch."""
         v = inputs.vision
         if v is None:
-            raise ValueError("a training batch without videos: every SFT example must have a video")
+            raise ValueError("a training batch without vision rows: every SFT example must have a video or image")
         merged = v.window_index.shape[0]  # Mp of one block
         shift_m, shift_p = self.block * merged, self.block * v.patches.shape[0]
         seg = lambda s: np.where(s > 0, s + shift_p, 0).astype(np.int32)  # noqa: E731

@@ -54,6 +54,8 @@ def sft_defaults() -> ml_collections.ConfigDict:
     c.data.max_frames = 16  # fps mode upper bound (Video-R1's FPS_MAX_FRAMES; upstream 768)
     c.data.max_pixels = 128 * 28 * 28  # per-frame ceiling (qwen-vl-utils' VIDEO_MAX_PIXELS; never below 1.05 * min)
     c.data.min_pixels = 128 * 28 * 28  # per-frame pixel floor (qwen-vl-utils' VIDEO_MIN_PIXELS)
+    c.data.image_min_pixels = 4 * 28 * 28  # image records: area floor (qwen-vl-utils' MIN_PIXELS)
+    c.data.image_max_pixels = 256 * 28 * 28  # image records: area ceiling (Video-R1's vendored MAX_PIXELS)
     c.data.max_length = 8192  # longer conversations are skipped, never truncated
     c.data.include_prompt_in_loss = False  # also train on prompt text (the released script did)
     c.data.worker_count = 0  # video-decoding processes per host; 0 decodes in the main process
@@ -281,6 +283,9 @@ def _validate_data(config) -> None:
                           f"data.max_frames={d.max_frames} (or set data.nframes)")
     if not 0 < d.min_pixels <= d.max_pixels:
         raise ConfigError(f"data.min_pixels={d.min_pixels} must be in (0, data.max_pixels={d.max_pixels}]")
+    if not 0 < d.image_min_pixels <= d.image_max_pixels:
+        raise ConfigError(f"data.image_min_pixels={d.image_min_pixels} must be in "
+                          f"(0, data.image_max_pixels={d.image_max_pixels}]")
 
 
 def _validate_synthetic(d) -> None:

@@ -1,7 +1,7 @@
 """The training data of a config: this process's batch iterator, and the model config it implies.
 
-``data.source = "records"`` runs the video pipeline of ``vtjax.data`` over
-Video-R1 records; ``"synthetic"`` draws random in-memory batches. Either way
+``data.source = "records"`` runs the pipeline of ``vtjax.data`` over Video-R1
+records (videos and images, mixed in one stream); ``"synthetic"`` draws random in-memory batches. Either way
 the iterator yields HF-layout batch dicts of this process's share and has
 ``get_state`` / ``set_state`` / ``stats``.
 """
@@ -9,7 +9,6 @@ the iterator yields HF-layout batch dicts of this process's share and has
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 
 from jax.sharding import Mesh
@@ -20,8 +19,6 @@ from vtjax.models.qwen2_5_vl import Qwen25VLConfig
 from vtjax.train.batch import data_shard
 from vtjax.train.config import ConfigError, parse_video_roots, split_list
 from vtjax.train.synthetic import SyntheticIterator
-
-log = logging.getLogger("vtjax.train")
 
 # Model config field -> the tokenizer's special token that must carry the same id.
 _TOKEN_FIELDS = {
@@ -60,15 +57,14 @@ def train_data(config, model_cfg: Qwen25VLConfig, mesh: Mesh):
                                grid=tuple(d.synthetic_grid))
         return it, model_cfg, d.synthetic_examples
     source = record_source(config, model_cfg, require_process=True)
-    model_cfg, tok, recs, prompts, video = (source.model_cfg, source.tokenizer, source.records,
-                                            source.prompts, source.video)
+    model_cfg, tok, recs, prompts = source.model_cfg, source.tokenizer, source.records, source.prompts
     pipe_cfg = pipeline.PipelineConfig(
         batch_size=t.batch_size // num_shards, seed=config.seed,
         num_epochs=None if t.num_steps else t.num_epochs, worker_count=d.worker_count,
         length_buckets=tuple(d.length_buckets) or None, patch_buckets=tuple(d.patch_buckets) or None,
         max_bad_fraction=d.max_bad_fraction)
-    ds = pipeline.sft_pipeline(recs, tok, prompts, pipe_cfg, video=video, max_length=d.max_length,
-                               include_prompt_in_loss=d.include_prompt_in_loss,
+    ds = pipeline.sft_pipeline(recs, tok, prompts, pipe_cfg, video=source.video, image=source.image,
+                               max_length=d.max_length, include_prompt_in_loss=d.include_prompt_in_loss,
                                process_index=shard, process_count=num_shards)
     return iter(ds), model_cfg, len(recs)
 
@@ -82,6 +78,7 @@ class RecordSource:
     records: list  # validated Video-R1 records
     prompts: chat.Prompts  # system prompt + question template
     video: examples.VideoOptions  # frame count and pixel budget
+    image: examples.ImageOptions  # pixel budget of image records
 
 
 def record_source(config, model_cfg: Qwen25VLConfig, *, require_process: bool) -> RecordSource:
@@ -92,17 +89,14 @@ def record_source(config, model_cfg: Qwen25VLConfig, *, require_process: bool) -
     recs, problems = records.load_records(split_list(d.train_files), parse_video_roots(d.video_roots),
                                           require_process=require_process)
     pipeline.check_record_problems(problems, len(recs) + len(problems), d.max_bad_fraction)
-    recs, images = records.video_only(recs)
-    if images:
-        log.warning("left out %d image records (data_type image): vtjax trains on videos only for now", images)
     if not recs:
         raise ConfigError(f"data.train_files {d.train_files!r} hold no usable records")
     prompts = chat.Prompts.video_thinker()
     if d.system_prompt or d.question_prompt:
         prompts = chat.Prompts.load(d.system_prompt or _default(chat, "system"),
                                     d.question_prompt or _default(chat, "question"))
-    video = examples.VideoOptions.from_config(d)
-    return RecordSource(model_cfg, tok, recs, prompts, video)
+    return RecordSource(model_cfg, tok, recs, prompts, examples.VideoOptions.from_config(d),
+                        examples.ImageOptions.from_config(d))
 
 
 def _default(chat_module, which: str) -> str:

@@ -56,7 +56,7 @@ def vision_forward_flops(config: Qwen25VLConfig, grids: np.ndarray) -> float:
 
 
 def train_step_flops(config: Qwen25VLConfig, batch: dict, *, vision_frozen: bool = False) -> float:
-    """Model FLOPs of one training step on a data batch (``attention_mask``, ``video_grid_thw``)."""
+    """Model FLOPs of one training step on a data batch (``attention_mask``, ``grid_thw``)."""
     lengths = np.asarray(batch["attention_mask"]).sum(axis=1)
-    vision = vision_forward_flops(config, batch["video_grid_thw"])
+    vision = vision_forward_flops(config, batch["grid_thw"])
     return 3 * text_forward_flops(config, lengths) + (1 if vision_frozen else 3) * vision

@@ -49,12 +49,15 @@ def shuffle_videos(hf: dict, rng: np.random.Generator, *, channels: int = 3,
     """A copy of the HF prompt dict whose every video has its frames in a random order.
 
     Args:
-      hf: input_ids, attention_mask, pixel_values_videos [rows, C * tp * pp], video_grid_thw [B, 3], ...
+      hf: input_ids, attention_mask, pixel_values_videos [rows, C * tp * pp], video_grid_thw [V, 3], ...
+        (images, under pixel_values / image_grid_thw, are left as they are).
       rng: draws one permutation per video, in batch order.
 
     Returns:
       (shuffled dict, the frame order of each video).
     """
+    if "video_grid_thw" not in hf:
+        return dict(hf), []
     pixels = np.asarray(hf["pixel_values_videos"])
     grids = np.asarray(hf["video_grid_thw"]).reshape(-1, 3)
     start = np.concatenate([[0], np.cumsum(np.prod(grids, axis=1))])

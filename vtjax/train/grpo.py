@@ -88,7 +88,7 @@ def grpo_data(config, model_cfg, mesh):
     src = record_source(config, model_cfg, require_process=False)
     pipe_cfg = pipeline.PipelineConfig(batch_size=t.batch_size // num_shards, seed=config.seed, num_epochs=None,
                                        worker_count=d.worker_count, max_bad_fraction=d.max_bad_fraction)
-    ds = pipeline.grpo_pipeline(src.records, src.tokenizer, src.prompts, pipe_cfg, video=src.video,
+    ds = pipeline.grpo_pipeline(src.records, src.tokenizer, src.prompts, pipe_cfg, video=src.video, image=src.image,
                                 max_length=d.max_length, process_index=shard, process_count=num_shards)
     return iter(ds), src.model_cfg, src.tokenizer, len(src.records)
 
@@ -153,7 +153,7 @@ def run(config, workdir: str) -> RunResult:
                 hf, _ = batching.model_inputs(raw)
                 if step == first_step:
                     log.info("sampling the first rollouts: compiling the sampler for prompt shapes %s",
-                             {k: tuple(np.shape(v)) for k, v in hf.items() if k in ("input_ids", "pixel_values_videos")})
+                             {k: tuple(np.shape(v)) for k, v in hf.items() if k.startswith(("input", "pixel"))})
                 start = time.perf_counter()
                 rollout = generate(model_cfg, state.params, **hf, max_new_tokens=r.max_new_tokens,
                                    num_samples=r.group_size, temperature=r.temperature, top_p=r.top_p,
@@ -165,16 +165,18 @@ def run(config, workdir: str) -> RunResult:
                 extra = {}
                 if r.temporal_contrast or r.length_bonus > 0:
                     start = time.perf_counter()
+                    videos = ~np.asarray(raw["is_image"], bool)  # image prompts get no shuffled rollout (Video-R1)
+                    contrast = r.temporal_contrast and bool(videos.any())
                     shuffled = (shuffled_accuracy(config, model_cfg, state.params, hf, recs, tokenizer, eos,
-                                                  stop_ids, step, reward_options) if r.temporal_contrast else None)
+                                                  stop_ids, step, reward_options) if contrast else None)
                     shuffled_s = time.perf_counter() - start
-                    bonus, extra = step_bonuses(config, per_fn["accuracy"], rollout["lengths"], shuffled)
+                    bonus, extra = step_bonuses(config, per_fn["accuracy"], rollout["lengths"], shuffled, videos)
                     if shuffled is not None:
                         extra["shuffled_rollout_s"] = shuffled_s
                     total = total + bonus
                 advantages = np.asarray(grpo_lib.group_advantages(total, r.group_size, r.advantage_scale,
                                                                   r.advantage_eps))
-                host = build_rollout_batch(model_cfg, hf, rollout["tokens"], rollout["lengths"], advantages,
+                host = build_rollout_batch(model_cfg, raw, rollout["tokens"], rollout["lengths"], advantages,
                                            group=r.group_size, micro_batches=t.micro_batches,
                                            batch_shards=batch_shards, loss_agg=r.loss_agg)
                 batch = place_rollout_batch(host, mesh)
@@ -230,15 +232,18 @@ def shuffled_accuracy(config, model_cfg, params, hf, recs, tokenizer, eos, stop_
     return per_fn["accuracy"]
 
 
-def step_bonuses(config, accuracy, lengths, shuffled) -> tuple[np.ndarray, dict]:
-    """Video-R1's temporal-contrast and length bonuses [N] (0 where off) and their scalars for the log."""
+def step_bonuses(config, accuracy, lengths, shuffled, videos=None) -> tuple[np.ndarray, dict]:
+    """Video-R1's temporal-contrast and length bonuses [N] (0 where off) and their scalars for the log.
+
+    `videos` (bool [P]) marks the prompts with a video; image prompts get no temporal bonus.
+    """
     r = config.rl
     bonus = np.zeros(len(accuracy), np.float32)
     scalars = {}
     if shuffled is not None:
         temporal, applied = bonuses_lib.temporal_contrast_bonus(
             accuracy, shuffled, r.group_size, grpo_config.temporal_group_size(config), bonus=r.temporal_bonus,
-            ratio=r.temporal_ratio)
+            ratio=r.temporal_ratio, has_shuffled=videos)
         bonus += temporal
         scalars.update(shuffled_accuracy=float(np.mean(shuffled)), temporal_applied=float(np.mean(applied)),
                        reward_temporal_bonus=float(np.mean(temporal)))

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from vtjax.data.batching import hf_vision, real_rows
 from vtjax.models.qwen2_5_vl import ModelInputs, Qwen25VLConfig, bucket_size, get_rope_index, prepare_inputs
 from vtjax.models.qwen2_5_vl.inputs import MIN_PATCH_BUCKET, MIN_TEXT_BUCKET
 from vtjax.sampling import left_pad
@@ -33,34 +34,36 @@ class RolloutBatch:
     ref_logp: jax.Array | None = None  # [M, b, L] reference policy log-probs (beta > 0)
 
 
-def build_rollout_batch(config: Qwen25VLConfig, hf: dict, completions: np.ndarray, lengths: np.ndarray,
+def build_rollout_batch(config: Qwen25VLConfig, prompts: dict, completions: np.ndarray, lengths: np.ndarray,
                         advantages: np.ndarray, *, group: int, micro_batches: int, batch_shards: int,
                         loss_agg: str) -> RolloutBatch:
     """Host arrays of a GRPO update.
 
     Args:
-      hf: the prompts in HF layout (input_ids, attention_mask, pixel_values_videos with the real
-        rows only, video_grid_thw, second_per_grid_ts), B rows, one video each.
+      prompts: the B prompts in the collated layout of `vtjax.data.batching.collate` (input_ids,
+        attention_mask, vision_rows, grid_thw, second_per_grid_ts, is_image), one video or image each.
       completions: [N, T] sampled tokens (N = B * group); lengths: [N] tokens up to the EOS.
       advantages: [N]; micro_batches: M (divides N); batch_shards: devices the rows split over.
       loss_agg: the loss aggregation (sets each micro-batch's share).
     """
-    prompts = np.asarray(hf["input_ids"])
-    num_prompts = prompts.shape[0]
+    prompt_ids = np.asarray(prompts["input_ids"])
+    num_prompts = prompt_ids.shape[0]
     n, t = completions.shape
     if n != num_prompts * group or n % micro_batches:
         raise ValueError(f"{n} completions for {num_prompts} prompts x group {group}, "
                          f"micro_batches={micro_batches}")
-    prompt_len = bucket_size(prompts.shape[1], MIN_TEXT_BUCKET)
+    prompt_len = bucket_size(prompt_ids.shape[1], MIN_TEXT_BUCKET)
     pad_id = config.pad_token_id or 0
-    prompt_ids, prompt_mask = left_pad(prompts, hf["attention_mask"], prompt_len, pad_id)
+    prompt_ids, prompt_mask = left_pad(prompt_ids, prompts["attention_mask"], prompt_len, pad_id)
     comp_mask = (np.arange(t)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)  # [N, T]
     owner = np.arange(n) // group  # prompt of each row
     full_ids = np.concatenate([prompt_ids[owner], np.where(comp_mask, completions, pad_id)], axis=1)
     full_mask = np.concatenate([prompt_mask[owner], comp_mask], axis=1)
     length = bucket_size(full_ids.shape[1], MIN_TEXT_BUCKET)
-    grids = np.asarray(hf["video_grid_thw"]).reshape(-1, 3)
-    seconds = np.asarray(hf["second_per_grid_ts"], np.float32).reshape(-1)
+    grids = np.asarray(prompts["grid_thw"]).reshape(-1, 3)
+    seconds = np.asarray(prompts["second_per_grid_ts"], np.float32).reshape(-1)
+    is_image = np.asarray(prompts["is_image"], bool).reshape(-1)
+    pixel_rows = real_rows(prompts)  # [sum(rows), 1176] in prompt order
     rows = np.prod(grids, axis=1)
     row_start = np.concatenate([[0], np.cumsum(rows)])
 
@@ -74,18 +77,17 @@ def build_rollout_batch(config: Qwen25VLConfig, hf: dict, completions: np.ndarra
     micro = []
     for m, touched in enumerate(micro_prompts):
         sl = slice(m * per, (m + 1) * per)
-        pixels = np.concatenate([hf["pixel_values_videos"][row_start[p]:row_start[p + 1]] for p in touched])
+        pixels = np.concatenate([pixel_rows[row_start[p]:row_start[p + 1]] for p in touched])
         vision_part = prepare_inputs(config, input_ids=prompt_ids[touched], attention_mask=prompt_mask[touched],
-                                     pixel_values_videos=pixels, video_grid_thw=grids[touched],
-                                     second_per_grid_ts=seconds[touched], pad_length=prompt_len,
-                                     pad_patches=patches)
+                                     pad_length=prompt_len, pad_patches=patches,
+                                     **hf_vision(grids[touched], seconds[touched], is_image[touched], pixels))
         local = {p: i for i, p in enumerate(touched)}
         gather = np.full((per, length), -1, np.int32)
         gather[:, :prompt_len] = vision_part.vision_gather[[local[p] for p in owner[sl]]]
         ids = np.pad(full_ids[sl], ((0, 0), (0, length - full_ids.shape[1])), constant_values=pad_id)
         mask = np.pad(full_mask[sl], ((0, 0), (0, length - full_mask.shape[1])))
-        positions, _ = get_rope_index(config, ids, mask, video_grid_thw=grids[owner[sl]],
-                                      second_per_grid_ts=seconds[owner[sl]])
+        positions, _ = get_rope_index(config, ids, mask,
+                                      **hf_vision(grids[owner[sl]], seconds[owner[sl]], is_image[owner[sl]]))
         inputs = ModelInputs(input_ids=ids.astype(np.int32), segment_ids=mask.astype(np.int32),
                              position_ids=positions.astype(np.int32), vision_gather=gather,
                              vision=vision_part.vision.replace(frame_len=frame))
