@@ -21,7 +21,8 @@ import logging
 import os
 import re
 
-from vtjax.eval import answers, grounding, inference
+from vtjax.eval import inference
+from vtjax.text import answers, grounding
 from vtjax.eval.config import validate_generate
 from vtjax.rl import rewards
 

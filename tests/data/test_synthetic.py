@@ -13,7 +13,7 @@ import pytest
 from vtjax.data import records as records_lib
 from vtjax.data import synthetic
 from vtjax.data import tokenizer as tok_lib
-from vtjax.eval import grounding
+from vtjax.text import grounding
 from vtjax.rl import rewards
 
 TINY = synthetic.SyntheticConfig(seed=3, num_train=10, num_test=4, vocab_size=400)

@@ -4,7 +4,7 @@ import pytest
 
 from vtjax.errors import ConfigError
 from vtjax.eval import config as eval_config
-from vtjax.eval.grounding import GroundingRule
+from vtjax.text.grounding import GroundingRule
 from vtjax.eval.rules import ScoringRule
 
 

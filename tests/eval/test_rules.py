@@ -6,8 +6,8 @@ Every multiple-choice table scores against the right letter C. Each row:
 
 import pytest
 
-from tests.eval.test_answers import CASES as VTJAX_CASES
-from tests.eval.test_answers import FALLBACK_CASES as VTJAX_FALLBACK_CASES
+from tests.text.test_answers import CASES as VTJAX_CASES
+from tests.text.test_answers import FALLBACK_CASES as VTJAX_FALLBACK_CASES
 from vtjax.errors import ConfigError, DataError
 from vtjax.eval import official, rules, video_r1_eval
 from vtjax.eval.rules import ScoringRule

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from vtjax.data.synthetic_scene import COLOURS, REGIONS, SHAPES, Scene, SceneObject
-from vtjax.eval.grounding import format_time as mmss
+from vtjax.text.grounding import format_time as mmss
 
 NUM_OPTIONS = 4
 

@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Sequence
 
 from vtjax.errors import DataError
-from vtjax.rl import text_metrics
+from vtjax.text import text_metrics
 
 _CAPTION_RE = re.compile(r"<caption>(.*?)</caption>", re.DOTALL)
 _TOKEN_RE = re.compile(r"[a-z0-9]+")

@@ -13,7 +13,7 @@ import os
 import ml_collections
 
 from vtjax.eval.benchmarks import LOADERS
-from vtjax.eval.grounding import GroundingRule
+from vtjax.text.grounding import GroundingRule
 from vtjax.eval.rules import ScoringRule, resolve_rules
 from vtjax.train.config import ConfigError, sft_defaults, split_list
 

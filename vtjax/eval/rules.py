@@ -13,7 +13,8 @@ import enum
 from typing import Any
 
 from vtjax.errors import ConfigError, DataError
-from vtjax.eval import answers, official, video_r1_eval
+from vtjax.eval import official, video_r1_eval
+from vtjax.text import answers
 from vtjax.rl import accuracy, rewards
 
 

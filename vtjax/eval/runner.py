@@ -34,7 +34,7 @@ import jax
 from vtjax.data import pipeline
 from vtjax.eval import benchmarks, inference, report, scoring
 from vtjax.eval import config as eval_config
-from vtjax.eval.grounding import GroundingRule
+from vtjax.text.grounding import GroundingRule
 from vtjax.eval.predictions import PredictionStore
 from vtjax.eval.rules import ScoringRule
 

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from vtjax.eval import answers, captions, grounding, rules
-from vtjax.eval.grounding import GroundingRule
+from vtjax.eval import captions, rules
+from vtjax.text import answers, grounding
+from vtjax.text.grounding import GroundingRule
 from vtjax.eval.rules import ScoringRule
 from vtjax.rl import rewards
 

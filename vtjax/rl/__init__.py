@@ -4,7 +4,6 @@ Modules:
   rewards       registry, RewardOptions, combine_rewards, temporal-IoU reward
   accuracy      accuracy reward: Video-R1's rules (default) or lenient ones
   tag_format    Video-Thinker format reward, MM:SS or long-video time stamps
-  text_metrics  WER and stemmed ROUGE-1/2/L used by the accuracy reward
   grpo          group_advantages, completion_mask, grpo_loss
   bonuses       Video-R1's optional T-GRPO temporal-contrast and length bonuses
 

@@ -17,7 +17,7 @@ accuracy reward as released (REFERENCE.md §4, tulerfeng/Video-R1 @59d65c3):
 
 `lenient` keeps vtjax's earlier rules: the LAST `<answer>` decides and a
 completion without one scores 0; multiple choice compares option letters
-(`eval.answers.choice_letter`: `C.`, `(C)`, `C) text` are C); numerical
+(`text.answers.choice_letter`: `C.`, `(C)`, `C) text` are C); numerical
 ignores the decimal-presence rule; regression divides by max(|g|, 1e-9), so
 0 vs 0 scores 1. OCR and free-form score as in `video_r1`.
 
@@ -38,8 +38,8 @@ import re
 import numpy as np
 
 from vtjax.errors import DataError
-from vtjax.eval import answers
-from vtjax.rl import text_metrics
+from vtjax.text import answers
+from vtjax.text import text_metrics
 
 
 class RewardRules(str, enum.Enum):

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from vtjax.eval import grounding
+from vtjax.text import grounding
 from vtjax.rl import accuracy, tag_format
 from vtjax.rl.accuracy import RewardRules
 from vtjax.rl.tag_format import TimeFormat

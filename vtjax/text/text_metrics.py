@@ -1,8 +1,9 @@
-"""Word error rate (written here) and mean ROUGE-1/2/L F1 (Google's `rouge-score`), as Video-R1 scores them.
+"""Word error rate (`jiwer`) and mean ROUGE-1/2/L F1 (Google's `rouge-score`), as Video-R1 scores them.
 
 WER: words are whitespace-split and case-sensitive; the word edit distance
 is divided by max(1, number of reference words), so an empty reference
-gives the hypothesis length (Video-R1's definition).
+gives the hypothesis length (Video-R1's definition; `jiwer` refuses an empty
+reference, so that case is answered here).
 
 ROUGE: `rouge_score.rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"],
 use_stemmer=True)`, as Video-R1's free-form reward calls it. Its tokenizer
@@ -14,7 +15,8 @@ more than 3 letters: "dogs running" and "dog run" score 1.0.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+
+import jiwer
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -37,18 +39,11 @@ def rouge_mean_f(reference: str, hypothesis: str, use_stemmer: bool = True) -> f
     return sum(rouge_f(reference, hypothesis, use_stemmer).values()) / len(ROUGE_TYPES)
 
 
-def edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
-    """Levenshtein distance between two word sequences (substitution, insertion, deletion cost 1)."""
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, start=1):
-        cur = [i]
-        for j, y in enumerate(b, start=1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
-
-
 def word_error_rate(reference: str, hypothesis: str) -> float:
     """Word edit distance / max(1, number of reference words); may exceed 1."""
     ref, hyp = reference.split(), hypothesis.split()
-    return edit_distance(ref, hyp) / max(1, len(ref))
+    if not ref:
+        return float(len(hyp))  # every hypothesis word an insertion, over max(1, 0)
+    if not hyp:
+        return 1.0  # every reference word deleted
+    return float(jiwer.wer(" ".join(ref), " ".join(hyp)))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vtjax.eval import grounding
+from vtjax.text import grounding
 
 
 def test_parse_time_range_and_segments():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vtjax.rl import text_metrics
+from vtjax.text import text_metrics
 
 
 def test_wer_hand_worked():
@@ -11,7 +11,10 @@ def test_wer_hand_worked():
     assert text_metrics.word_error_rate("a b c d", "a b c d") == 0.0
     assert text_metrics.word_error_rate("", "") == 0.0
     assert text_metrics.word_error_rate("", "a b") == 2.0  # divided by max(1, 0 reference words)
-    assert text_metrics.edit_distance(list("kitten"), list("sitting")) == 3
+    assert text_metrics.word_error_rate("k i t t e n", "s i t t i n g") == pytest.approx(3 / 6)  # 2 subs + 1 ins
+    assert text_metrics.word_error_rate("a b", "") == 1.0  # two deletions
+    assert text_metrics.word_error_rate("A b", "a b") == pytest.approx(1 / 2)  # case-sensitive, as Video-R1
+    assert text_metrics.word_error_rate("a  b\n c", " a b c ") == 0.0  # any whitespace splits
 
 
 def test_rouge_hand_worked():

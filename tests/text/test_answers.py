@@ -2,7 +2,7 @@
 
 import pytest
 
-from vtjax.eval import answers
+from vtjax.text import answers
 
 CASES = [
     # (output, num_options, expected letter)
