@@ -1,8 +1,12 @@
 """Chat template, <|video_pad|> expansion against the HF Qwen2.5-VL processor, label mask."""
 
+import json
+
+import ml_collections
 import numpy as np
 import pytest
 
+from vtjax import errors
 from vtjax.data import chat, vision
 from vtjax.data import tokenizer as tok_lib
 
@@ -101,3 +105,35 @@ def test_prompt_only_for_generation(sp_model):
     enc = chat.encode_chat(tok, system=system, user_text=user, vision_tokens=None)
     assert tok.decode(enc.input_ids) == chat.render_prompt(system, user, vision_kind=None)
     assert enc.prompt_length == len(enc.input_ids) and not enc.loss_mask.any()
+
+
+def test_type_instructions_and_video_summary_fill_the_user_turn(tmp_path):
+    """Video-R1 appends its per-type instruction after the filled template; {video_summary} takes the record's."""
+    (tmp_path / "types.json").write_text(json.dumps({"numerical": " Give a number.", "OCR": " Transcribe."}))
+    base = chat.Prompts(system="S", question_template="Summary: {video_summary}\n{question}\nThink first.")
+    prompts = base.with_type_instructions(str(tmp_path / "types.json"))
+    assert prompts.user_text("How many cups? ", (), "numerical", "A kitchen.") == (
+        "Summary: A kitchen.\nHow many cups? \nThink first. Give a number.")
+    assert prompts.user_text("Which? ", ("A. x", "B. y"), "multiple choice") == (
+        "Summary: \nWhich? Options:\nA. x\nB. y\n\nThink first.")  # no instruction for this type
+    assert base.user_text("Read it.", (), "OCR") == "Summary: \nRead it.\nThink first."
+    hash(prompts)  # stays hashable (ExampleBuilder is a frozen dataclass)
+
+
+def test_prompts_from_config_name_the_bad_field(tmp_path):
+    data = ml_collections.ConfigDict({"system_prompt": "", "question_prompt": "", "type_instructions": ""})
+    assert chat.Prompts.from_config(data) == chat.Prompts.video_thinker()
+    data.type_instructions = str(tmp_path / "missing.json")
+    with pytest.raises(errors.ConfigError, match="data.type_instructions: .*missing.json"):
+        chat.Prompts.from_config(data)
+    (tmp_path / "bad.json").write_text('["not", "a", "table"]')
+    data.type_instructions = str(tmp_path / "bad.json")
+    with pytest.raises(errors.ConfigError, match="data.type_instructions: .*problem types to instruction strings"):
+        chat.Prompts.from_config(data)
+    (tmp_path / "q.txt").write_text("no placeholder here")
+    data.type_instructions, data.question_prompt = "", str(tmp_path / "q.txt")
+    with pytest.raises(errors.ConfigError, match="data.question_prompt: question_template must contain"):
+        chat.Prompts.from_config(data)
+    data.question_prompt = str(tmp_path / "nope.txt")
+    with pytest.raises(errors.ConfigError, match=r"data.question_prompt='.*nope.txt' does not exist"):
+        chat.Prompts.from_config(data)

@@ -140,6 +140,11 @@ def test_vrbench_keeps_official_ids_video_paths_summary_and_steps(tmp_path):
     assert items[0]["solution"] == "<answer>D</answer>" and items[0]["options"][3] == "D. history"
     recs = _opens_every_video(items, tmp_path / "root")
     assert recs[0].video_path == str(tmp_path / "root" / "VRBench/videos/v001/TZk_p-q8Fzo.mp4")
+    # The summary reaches the prompt through a question template's {video_summary}.
+    assert [r.video_summary for r in recs] == [VRB[0]["video_summary"]] * 2 + ["A race."]
+    prompts = chat.Prompts(system="S", question_template="Video summary: {video_summary}\n{question}")
+    assert prompts.user_text(recs[2].problem, recs[2].options, recs[2].problem_type, recs[2].video_summary) \
+        .startswith("Video summary: A race.\n" + recs[2].problem)
 
 
 def test_vrbench_without_video_path_falls_back_to_the_id(tmp_path):

@@ -13,11 +13,13 @@ are exactly what the model produces when it generates after the prompt.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
+from vtjax import errors
 from vtjax.data import tokenizer as tok_lib
 from vtjax.data.records import DataType
 
@@ -27,10 +29,19 @@ DEFAULT_SYSTEM = "You are a helpful assistant."  # Qwen's template default.
 
 @dataclasses.dataclass(frozen=True)
 class Prompts:
-    """The system turn and the user-turn template (`{question}` is substituted)."""
+    """The system turn, the user-turn template and optional per-problem-type instructions.
+
+    The template must hold `{question}` (the question in Video-R1's layout) and
+    may hold `{video_summary}` (the record's `video_summary`, e.g. VRBench's;
+    empty when it has none). The instruction of the record's problem type, if
+    any, is appended after the filled template, as Video-R1 appends its
+    per-type instruction.
+    """
 
     system: str
     question_template: str = "{question}"
+    # (problem_type, text appended after the template) pairs; a tuple so Prompts stays hashable
+    type_instructions: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if "{question}" not in self.question_template:
@@ -38,6 +49,39 @@ class Prompts:
                 "question_template must contain the placeholder {question}; got "
                 f"{self.question_template[:80]!r}..."
             )
+
+    def user_text(self, problem: str, options: Sequence[str], problem_type: str = "", video_summary: str = "") -> str:
+        """The user turn's text for one question."""
+        template = self.question_template.replace("{video_summary}", video_summary)
+        return format_question(problem, options, template) + dict(self.type_instructions).get(problem_type, "")
+
+    @classmethod
+    def from_config(cls, data) -> Prompts:
+        """From a config's `data` section: system_prompt, question_prompt (each "" = vtjax's Video-Thinker
+        file) and type_instructions ("" = none); a file that cannot be used raises ConfigError naming it."""
+        default = cls.video_thinker()
+        system = _read_prompt(data.system_prompt, "data.system_prompt") if data.system_prompt else default.system
+        question = (_read_prompt(data.question_prompt, "data.question_prompt") if data.question_prompt
+                    else default.question_template)
+        try:
+            prompts = cls(system=system, question_template=question)
+        except ValueError as e:
+            raise errors.ConfigError(f"data.question_prompt: {e}") from e
+        if not data.type_instructions:
+            return prompts
+        try:
+            return prompts.with_type_instructions(data.type_instructions)
+        except (OSError, ValueError) as e:
+            raise errors.ConfigError(f"data.type_instructions: {e}") from e
+
+    def with_type_instructions(self, path: str) -> Prompts:
+        """A copy with the per-type instructions of a JSON file {problem_type: text}."""
+        with open(path, encoding="utf-8") as f:
+            table = json.load(f)
+        if not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in table.items()):
+            raise ValueError(f"{path}: expected a JSON object mapping problem types to instruction strings")
+        return dataclasses.replace(self, type_instructions=tuple(sorted(table.items())))
 
     @classmethod
     def load(cls, system_path: str, question_path: str) -> Prompts:
@@ -55,6 +99,13 @@ class Prompts:
             os.path.join(PROMPTS_DIR, "video_thinker_system.txt"),
             os.path.join(PROMPTS_DIR, "video_thinker_question.txt"),
         )
+
+
+def _read_prompt(path: str, field: str) -> str:
+    if not os.path.isfile(path):
+        raise errors.ConfigError(f"{field}={path!r} does not exist; give a text file or '' for the default")
+    with open(path, encoding="utf-8") as f:
+        return f.read().rstrip()
 
 
 def format_question(problem: str, options: Sequence[str], template: str = "{question}") -> str:

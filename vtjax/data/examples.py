@@ -98,7 +98,8 @@ class ExampleBuilder:
             self.bad_files[path] = e.reason
             return Skipped(record.uid, path, e.reason)
         is_image = record.data_type == records.DataType.IMAGE
-        user_text = chat.format_question(record.problem, record.options, self.prompts.question_template)
+        user_text = self.prompts.user_text(record.problem, record.options, record.problem_type,
+                                           record.video_summary)
         encoded = chat.encode_chat(
             self.tokenizer,
             system=self.prompts.system,

@@ -58,6 +58,7 @@ class Record:
     location: str  # "file:line", for messages
     problem_id: str = ""  # the record's "problem_id" as text ("" when absent)
     data_type: DataType = DataType.VIDEO
+    video_summary: str = ""  # the record's "video_summary" (VRBench), for a template's {video_summary}
 
     @property
     def sft_target(self) -> str:
@@ -232,6 +233,7 @@ def validate_record(
         location=location,
         problem_id="" if problem_id is None else str(problem_id),
         data_type=data_type,
+        video_summary=str(raw.get("video_summary") or ""),
     )
 
 

@@ -18,7 +18,7 @@ from vtjax.eval.rules import ScoringRule, resolve_rules
 from vtjax.train.config import ConfigError, sft_defaults, split_list
 
 # Data fields that matter when answering (the rest of sft_defaults().data is about training batches).
-_DATA_FIELDS = ("tokenizer", "system_prompt", "question_prompt", "nframes", "fps", "min_frames", "max_frames",
+_DATA_FIELDS = ("tokenizer", "system_prompt", "question_prompt", "type_instructions", "nframes", "fps", "min_frames", "max_frames",
                 "max_pixels", "min_pixels", "image_min_pixels", "image_max_pixels",
                 "max_length", "worker_count", "length_buckets", "patch_buckets", "max_bad_fraction")
 

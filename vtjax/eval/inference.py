@@ -58,22 +58,8 @@ class Decoding:
 
 
 def prompts_of(config) -> chat.Prompts:
-    """``data.system_prompt`` / ``data.question_prompt`` files, each defaulting to vtjax's Video-Thinker one."""
-    d = config.data
-    default = chat.Prompts.video_thinker()
-    system, question = default.system, default.question_template
-    if d.system_prompt:
-        system = _read(d.system_prompt, "data.system_prompt")
-    if d.question_prompt:
-        question = _read(d.question_prompt, "data.question_prompt")
-    return chat.Prompts(system=system, question_template=question)
-
-
-def _read(path: str, field: str) -> str:
-    if not os.path.isfile(path):
-        raise ConfigError(f"{field}={path!r} does not exist; give a text file or '' for the default")
-    with open(path, encoding="utf-8") as f:
-        return f.read().rstrip()
+    """The prompts of ``config.data`` (see ``chat.Prompts.from_config``)."""
+    return chat.Prompts.from_config(config.data)
 
 
 def video_options(config) -> examples.VideoOptions:

@@ -48,6 +48,7 @@ def sft_defaults() -> ml_collections.ConfigDict:
     c.data.tokenizer = ""  # tokenizer.json / .model or a dir holding one; "" = the init_from dir
     c.data.system_prompt = ""  # system prompt file; "" = configs/prompts/video_thinker_system.txt
     c.data.question_prompt = ""  # user-turn template file with {question}; "" = the Video-Thinker one
+    c.data.type_instructions = ""  # JSON {problem_type: text} appended after the template (Video-R1); "" = none
     c.data.nframes = 0  # frames sampled per video (uniform, rounded to even); 0 = sample at data.fps (Video-R1)
     c.data.fps = 2.0  # frames per second when nframes is 0, then clamped to [min_frames, max_frames]
     c.data.min_frames = 4  # fps mode lower bound (qwen-vl-utils' FPS_MIN_FRAMES)
@@ -270,7 +271,7 @@ def _validate_data(config) -> None:
                           "point data.tokenizer at a tokenizer.json or .model file")
     if not os.path.exists(tok):
         raise ConfigError(f"data.tokenizer: {tok!r} does not exist")
-    for name in ("system_prompt", "question_prompt"):
+    for name in ("system_prompt", "question_prompt", "type_instructions"):
         if d[name] and not os.path.isfile(d[name]):
             raise ConfigError(f"data.{name}: {d[name]!r} does not exist")
     for name in ("max_pixels", "max_length"):

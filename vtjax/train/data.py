@@ -9,7 +9,6 @@ the iterator yields HF-layout batch dicts of this process's share and has
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from jax.sharding import Mesh
 
@@ -91,13 +90,6 @@ def record_source(config, model_cfg: Qwen25VLConfig, *, require_process: bool) -
     pipeline.check_record_problems(problems, len(recs) + len(problems), d.max_bad_fraction)
     if not recs:
         raise ConfigError(f"data.train_files {d.train_files!r} hold no usable records")
-    prompts = chat.Prompts.video_thinker()
-    if d.system_prompt or d.question_prompt:
-        prompts = chat.Prompts.load(d.system_prompt or _default(chat, "system"),
-                                    d.question_prompt or _default(chat, "question"))
-    return RecordSource(model_cfg, tok, recs, prompts, examples.VideoOptions.from_config(d),
+    return RecordSource(model_cfg, tok, recs, chat.Prompts.from_config(d), examples.VideoOptions.from_config(d),
                         examples.ImageOptions.from_config(d))
 
-
-def _default(chat_module, which: str) -> str:
-    return os.path.join(chat_module.PROMPTS_DIR, f"video_thinker_{which}.txt")
