@@ -22,9 +22,10 @@ TINY_GENERATE = os.path.join("configs", "tiny_generate.py")
 TINY_EVAL = os.path.join("configs", "tiny_eval.py")
 
 
-def _main(*args) -> subprocess.CompletedProcess:
+def _main(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The entry point with ``args``; ``env`` entries are added to this process's environment."""
     return subprocess.run([sys.executable, "-m", "vtjax.main", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env={**os.environ, **(env or {})})
 
 
 def _with_trainer(trainer_source: str, *args, as_nobody: bool = False) -> subprocess.CompletedProcess:
@@ -70,7 +71,9 @@ def test_config_file_that_raises_is_one_line(tmp_path):
      "train.batch_size*rl.group_size=2*8=16 is not divisible by train.micro_batches=3"),
 ])
 def test_bad_fields_name_what_the_user_set(tmp_path, config, override, expected):
-    line = _one_line(_main(f"--config={config}", f"--workdir={tmp_path}", override))
+    # With a persistent compilation cache on, as pod users run: still the one error line.
+    cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")}
+    line = _one_line(_main(f"--config={config}", f"--workdir={tmp_path}", override, env=cache))
     assert expected in line
     assert not (tmp_path / "checkpoints").exists()
 

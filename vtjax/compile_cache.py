@@ -19,14 +19,12 @@ This module imports nothing from vtjax, so any entry point can call it.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from typing import Mapping
 
 import jax
 import jaxlib
 
-log = logging.getLogger("vtjax.compile_cache")
 # Environment variables whose values can change what XLA compiles (flags parsed by the backends).
 NUMERICS_ENV = ("XLA_FLAGS", "LIBTPU_INIT_ARGS", "JAX_PLATFORMS", "JAX_ENABLE_X64", "JAX_DEFAULT_MATMUL_PRECISION")
 
@@ -56,5 +54,4 @@ def namespace_cache_dir(environ: Mapping[str, str] = os.environ) -> str | None:
                                        [str(jax.device_count())])
     path = os.path.join(base, f"vtjax-{fingerprint}")
     jax.config.update("jax_compilation_cache_dir", path)
-    log.info("compilation cache: %s (shared only by runs with the same XLA flags, versions and devices)", path)
-    return path
+    return path  # the training loop logs it once the config is valid (a config error prints one line only)

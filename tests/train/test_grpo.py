@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.parity.hf_reference import random_pixels, vision_run
+from vtjax.train.metrics import MetricsLogger
 from vtjax.data import batching
 from vtjax.models.qwen2_5_vl import Qwen25VLConfig, init_params
 from vtjax.rl import rewards
@@ -106,8 +107,8 @@ def test_short_run_raises_the_reward(tmp_path, monkeypatch):
     config.train.num_steps = 25
     config.log.every_steps = 1
     seen = []
-    original = grpo.MetricsLogger.step
-    monkeypatch.setattr(grpo.MetricsLogger, "step",
+    original = MetricsLogger.step
+    monkeypatch.setattr(MetricsLogger, "step",
                         lambda self, step, scalars: (seen.append(scalars["reward_mean"]),
                                                      original(self, step, scalars))[1])
     result = grpo.run(config, str(tmp_path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vtjax.train.metrics import MetricsLogger
 from vtjax.data.vision import patchify_video_raw
 from vtjax.rl import bonuses, rewards
 from vtjax.train import grpo, grpo_config
@@ -126,7 +127,7 @@ def test_two_step_run_logs_the_shuffled_accuracy_and_bonuses(tmp_path, monkeypat
     config.train.num_steps = 2
     config.log.every_steps = 1
     seen, accuracies = [], []
-    original_step, original_combine = grpo.MetricsLogger.step, rewards.combine_rewards
+    original_step, original_combine = MetricsLogger.step, rewards.combine_rewards
 
     def combine(texts, records, weights, options):  # records each call's accuracies
         total, per = original_combine(texts, records, weights, options)
@@ -134,7 +135,7 @@ def test_two_step_run_logs_the_shuffled_accuracy_and_bonuses(tmp_path, monkeypat
         return total, per
 
     monkeypatch.setattr(rewards, "combine_rewards", combine)
-    monkeypatch.setattr(grpo.MetricsLogger, "step",
+    monkeypatch.setattr(MetricsLogger, "step",
                         lambda self, step, scalars: (seen.append(dict(scalars)), original_step(self, step, scalars))[1])
     result = grpo.run(config, str(tmp_path))
     assert result.step == 2 and result.status == "done"

@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests.train.conftest import read_metrics, tiny_config
+from vtjax.train.metrics import MetricsLogger
 from vtjax.errors import CheckpointError
 from vtjax.train import sft
 
@@ -97,18 +98,18 @@ def test_a_stop_between_saves_resumes_on_the_next_batch(reference, tmp_path, mon
     """Ctrl-C during step 3 (saves at 2, 4): the run saves step 3 with the data position of step 4."""
     _, want_state, want_data = reference
     workdir = tmp_path / "run"
-    original = sft.MetricsLogger.step
+    original = MetricsLogger.step
 
     def interrupt_at_3(self, step, scalars):
         if step == 3:
             os.kill(os.getpid(), signal.SIGINT)
         return original(self, step, scalars)
 
-    monkeypatch.setattr(sft.MetricsLogger, "step", interrupt_at_3)
+    monkeypatch.setattr(MetricsLogger, "step", interrupt_at_3)
     stopped = sft.run(tiny_config(**OVERRIDES), str(workdir))
     assert (stopped.step, stopped.status) == (3, "preempted")
     assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "3"]
-    monkeypatch.setattr(sft.MetricsLogger, "step", original)
+    monkeypatch.setattr(MetricsLogger, "step", original)
     resumed = sft.run(tiny_config(**OVERRIDES), str(workdir))
     assert (resumed.step, resumed.status) == (4, "done")
     _assert_close(_state(workdir, 4), want_state)

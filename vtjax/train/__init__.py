@@ -1,1 +1,2 @@
-"""Training: mesh and sharding rules, optimizer, checkpoints, SFT and GRPO loops."""
+"""Training: mesh and sharding rules, optimizer, checkpoints, and one loop (`loop`) that runs the SFT and
+GRPO objectives (`sft`, `grpo`)."""

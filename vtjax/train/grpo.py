@@ -4,9 +4,11 @@ Each step samples ``rl.group_size`` completions for each of ``train.batch_size``
 prompts with the compiled sampler (on the training mesh, from the current
 params), scores them on the host with the configured reward functions,
 normalises rewards within each group, and updates the policy with the GRPO
-loss (k3 KL against the frozen starting policy). Checkpoints, resume
-(config check, damaged steps skipped), SIGTERM / Ctrl-C and logging work as in SFT; the sampling seed derives from the
-step, so a resumed run draws the same rollouts an uninterrupted one would.
+loss (k3 KL against the frozen starting policy). It is an objective of the
+shared loop (``loop``), so checkpoints, resume (config check, damaged steps
+skipped), SIGTERM / Ctrl-C, the non-finite policy and logging are SFT's; the
+sampling seed derives from the step, so a resumed run draws the same
+rollouts an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -22,21 +24,15 @@ from vtjax.rl import bonuses as bonuses_lib
 from vtjax.rl import grpo as grpo_lib
 from vtjax.rl import rewards as rewards_lib
 from vtjax.sampling import generate
-from vtjax.train import grpo_config, resume
+from vtjax.train import grpo_config, loop
 from vtjax.train.batch import data_shard
-from vtjax.train.checkpoint import Checkpointer
 from vtjax.train.compile_log import CompileLog
 from vtjax.train.data import record_source
 from vtjax.train.frame_shuffle import shuffle_videos
 from vtjax.train.grpo_step import batch_logprobs_fn, make_grpo_step
-from vtjax.train.metrics import MetricsLogger
-from vtjax.train.optimizer import lr_schedule, make_optimizer, warmup_steps_for
+from vtjax.train.loop import RunResult
 from vtjax.train.rollout_batch import build_rollout_batch, place_rollout_batch
-from vtjax.train.sft import NonFiniteLossError, RunResult, num_train_steps
-from vtjax.train.sharding import make_mesh
-from vtjax.train.signals import StopFlag
-from vtjax.train.state import abstract_state, init_state, model_config, param_shapes, state_shardings, \
-    with_shardings
+from vtjax.train.state import init_state
 from vtjax.train.synthetic import SyntheticIterator
 
 log = logging.getLogger("vtjax.grpo")
@@ -76,21 +72,21 @@ class PromptIterator:
         self.inner.set_state(state)
 
 
-def grpo_data(config, model_cfg, mesh):
-    """(iterator of prompt batches, model config, tokenizer, prompts per epoch) for this process."""
+def grpo_data(config, model_cfg, mesh) -> loop.TrainData:
+    """This process's prompt batches, the model config, the tokenizer and the prompts per epoch."""
     shard, num_shards = data_shard(mesh)
     d, t = config.data, config.train
     if d.source == "synthetic":
         inner = SyntheticIterator(model_cfg, global_batch=t.batch_size, shard=shard, num_shards=num_shards,
                                   seed=config.seed, num_examples=d.synthetic_examples, text=d.synthetic_text,
                                   grid=tuple(d.synthetic_grid))
-        return PromptIterator(inner), model_cfg, TokenIdText(), d.synthetic_examples
+        return loop.TrainData(PromptIterator(inner), model_cfg, d.synthetic_examples, TokenIdText())
     src = record_source(config, model_cfg, require_process=False)
     pipe_cfg = pipeline.PipelineConfig(batch_size=t.batch_size // num_shards, seed=config.seed, num_epochs=None,
                                        worker_count=d.worker_count, max_bad_fraction=d.max_bad_fraction)
     ds = pipeline.grpo_pipeline(src.records, src.tokenizer, src.prompts, pipe_cfg, video=src.video, image=src.image,
                                 max_length=d.max_length, process_index=shard, process_count=num_shards)
-    return iter(ds), src.model_cfg, src.tokenizer, len(src.records)
+    return loop.TrainData(iter(ds), src.model_cfg, len(src.records), src.tokenizer)
 
 
 def completion_texts(tokenizer, tokens: np.ndarray, lengths: np.ndarray, stop_ids) -> list[str]:
@@ -99,119 +95,93 @@ def completion_texts(tokenizer, tokens: np.ndarray, lengths: np.ndarray, stop_id
     return [tokenizer.decode([int(x) for x in row[:n] if int(x) not in stop]) for row, n in zip(tokens, lengths, strict=True)]
 
 
+class GrpoObjective:
+    """One GRPO step per prompt batch: rollouts, rewards, group advantages, ``rl.num_iterations`` updates."""
+
+    name = "grpo"
+
+    def __init__(self, run: loop.Run):
+        config, model_cfg = run.config, run.model_cfg
+        t, r = config.train, config.rl
+        self.run, self.config, self.model_cfg = run, config, model_cfg
+        self.weights = grpo_config.reward_weights(config)
+        self.reward_options = grpo_config.reward_options(config)
+        self.reference = None  # the frozen starting policy (k3 KL), when rl.beta > 0
+        if r.beta > 0:
+            if run.resumed_step is None:  # the run starts here: keep a copy the donated updates cannot touch
+                self.reference = jax.tree_util.tree_map(lambda x: x.copy(), run.state.params)
+            else:
+                self.reference = init_state(model_cfg, run.tx, run.mesh, seed=config.seed,
+                                            init_from=config.model.init_from).params
+        self.eos = tuple(int(e) for e in (model_cfg.eos_token_id,) if e is not None)
+        self.stop_ids = self.eos + ((model_cfg.pad_token_id,) if model_cfg.pad_token_id is not None else ())
+        self.batch_shards = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
+        self.logprobs_fn = batch_logprobs_fn(model_cfg, t.loss_chunk)
+        self.update = jax.jit(make_grpo_step(model_cfg, run.tx, run.schedule, t, r), donate_argnums=0)
+        self.compile_log = CompileLog("GRPO update step")
+        self.first_step = int(jax.device_get(run.state.step))
+
+    def local_sizes(self, raw: dict) -> np.ndarray:
+        del raw
+        return np.zeros(0, np.int64)  # one process: nothing to agree on besides stopping
+
+    def step(self, state, raw: dict, sizes: np.ndarray, step: int):
+        del sizes
+        config, model_cfg, r, t = self.config, self.model_cfg, self.config.rl, self.config.train
+        tokenizer = self.run.data.tokenizer
+        hf, _ = batching.model_inputs(raw)
+        if step == self.first_step:
+            log.info("sampling the first rollouts: compiling the sampler for prompt shapes %s",
+                     {k: tuple(np.shape(v)) for k, v in hf.items() if k.startswith(("input", "pixel"))})
+        start = time.perf_counter()
+        rollout = generate(model_cfg, state.params, **hf, max_new_tokens=r.max_new_tokens,
+                           num_samples=r.group_size, temperature=r.temperature, top_p=r.top_p,
+                           top_k=r.top_k, eos_token_ids=self.eos, seed=config.seed * 1_000_003 + step)
+        rollout_s = time.perf_counter() - start
+        texts = completion_texts(tokenizer, rollout["tokens"], rollout["lengths"], self.stop_ids)
+        recs = [{"solution": s, "problem_type": p}
+                for s, p in zip(raw["solution"], raw["problem_type"], strict=True)]
+        total, per_fn = rewards_lib.combine_rewards(texts, recs, self.weights, self.reward_options)
+        extra = {}
+        if r.temporal_contrast or r.length_bonus > 0:
+            start = time.perf_counter()
+            videos = ~np.asarray(raw["is_image"], bool)  # image prompts get no shuffled rollout (Video-R1)
+            contrast = r.temporal_contrast and bool(videos.any())
+            shuffled = (shuffled_accuracy(config, model_cfg, state.params, hf, recs, tokenizer, self.eos,
+                                          self.stop_ids, step, self.reward_options) if contrast else None)
+            shuffled_s = time.perf_counter() - start
+            bonus, extra = step_bonuses(config, per_fn["accuracy"], rollout["lengths"], shuffled, videos)
+            if shuffled is not None:
+                extra["shuffled_rollout_s"] = shuffled_s
+            total = total + bonus
+        advantages = np.asarray(grpo_lib.group_advantages(total, r.group_size, r.advantage_scale, r.advantage_eps))
+        host = build_rollout_batch(model_cfg, raw, rollout["tokens"], rollout["lengths"], advantages,
+                                   group=r.group_size, micro_batches=t.micro_batches,
+                                   batch_shards=self.batch_shards, loss_agg=r.loss_agg)
+        batch = place_rollout_batch(host, self.run.mesh)
+        if r.num_iterations > 1:
+            batch = batch.replace(old_logp=self.logprobs_fn(state.params, batch))
+        if self.reference is not None:
+            batch = batch.replace(ref_logp=self.logprobs_fn(self.reference, batch))
+        self.compile_log.before(batch)
+        start = time.perf_counter()
+        for _ in range(r.num_iterations):
+            state, metrics = self.update(state, batch)
+        metrics = jax.device_get(metrics)
+        update_s = time.perf_counter() - start
+        self.compile_log.after()
+        scalars = rollout_scalars(metrics, total, per_fn, rollout, rollout_s, update_s, r.num_iterations)
+        scalars.update(extra)
+        return state, metrics, scalars
+
+
 def run(config, workdir: str) -> RunResult:
     """Trains ``config`` (a GRPO ConfigDict) with checkpoints and logs under ``workdir``."""
     sizes = grpo_config.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
-    weights = grpo_config.reward_weights(config)
-    reward_options = grpo_config.reward_options(config)
-    config_dict = config.to_dict()
-    ckpt = Checkpointer(workdir, every_steps=config.checkpoint.every_steps, keep=config.checkpoint.keep,
-                        async_save=config.checkpoint.async_save)
-    resume_from = resume.check_workdir(ckpt, config_dict, resume=config.checkpoint.resume,
-                                       defaults=grpo_config.grpo_defaults().to_dict())
-    mesh = make_mesh(sizes["data"], sizes["fsdp"], sizes["tensor"])
-    model_cfg = model_config(config)
-    iterator, model_cfg, tokenizer, per_epoch = grpo_data(config, model_cfg, mesh)
-    t, r = config.train, config.rl
-    total_steps = num_train_steps(config, per_epoch)
-    tx = make_optimizer(t, param_shapes(model_cfg), total_steps)
-    shapes = abstract_state(model_cfg, tx)
-    shardings = state_shardings(model_cfg, tx, mesh, shapes)
-    schedule = lr_schedule(t.lr, total_steps, warmup_steps_for(t, total_steps), t.end_lr_ratio)
-
-    start_state = init_state(model_cfg, tx, mesh, seed=config.seed, init_from=config.model.init_from)
-    reference = start_state.params if r.beta > 0 else None  # the frozen starting policy
-    latest = None
-    if resume_from is not None:
-        latest, state, data_state = resume.restore_newest(ckpt, with_shardings(shapes, shardings))
-        iterator.set_state(data_state)
-        log.info("resumed from %s/%d", ckpt.directory, latest)
-    else:
-        state = start_state if reference is None else jax.tree_util.tree_map(lambda x: x.copy(), start_state)
-    del start_state
-    step = first_step = int(jax.device_get(state.step))
-
-    eos = tuple(int(e) for e in (model_cfg.eos_token_id,) if e is not None)
-    stop_ids = eos + ((model_cfg.pad_token_id,) if model_cfg.pad_token_id is not None else ())
-    batch_shards = sizes["data"] * sizes["fsdp"]
-    logprobs_fn = batch_logprobs_fn(model_cfg, t.loss_chunk)
-    update = jax.jit(make_grpo_step(model_cfg, tx, schedule, t, r), donate_argnums=0)
-    logger = MetricsLogger(workdir, every_steps=config.log.every_steps, total_steps=total_steps,
-                           start_step=step, progress_bar=config.log.progress_bar, name="grpo")
-    compile_log = CompileLog("GRPO update step")
-    saved_step, status, scalars, skipped = latest, "done", {}, 0
-    try:
-        with StopFlag() as stop_flag:
-            while step < total_steps:
-                if stop_flag.requested:
-                    status = "preempted"
-                    break
-                raw = next(iterator, None)
-                if raw is None:
-                    status = "data_exhausted"
-                    break
-                hf, _ = batching.model_inputs(raw)
-                if step == first_step:
-                    log.info("sampling the first rollouts: compiling the sampler for prompt shapes %s",
-                             {k: tuple(np.shape(v)) for k, v in hf.items() if k.startswith(("input", "pixel"))})
-                start = time.perf_counter()
-                rollout = generate(model_cfg, state.params, **hf, max_new_tokens=r.max_new_tokens,
-                                   num_samples=r.group_size, temperature=r.temperature, top_p=r.top_p,
-                                   top_k=r.top_k, eos_token_ids=eos, seed=config.seed * 1_000_003 + step)
-                rollout_s = time.perf_counter() - start
-                texts = completion_texts(tokenizer, rollout["tokens"], rollout["lengths"], stop_ids)
-                recs = [{"solution": s, "problem_type": p} for s, p in zip(raw["solution"], raw["problem_type"], strict=True)]
-                total, per_fn = rewards_lib.combine_rewards(texts, recs, weights, reward_options)
-                extra = {}
-                if r.temporal_contrast or r.length_bonus > 0:
-                    start = time.perf_counter()
-                    videos = ~np.asarray(raw["is_image"], bool)  # image prompts get no shuffled rollout (Video-R1)
-                    contrast = r.temporal_contrast and bool(videos.any())
-                    shuffled = (shuffled_accuracy(config, model_cfg, state.params, hf, recs, tokenizer, eos,
-                                                  stop_ids, step, reward_options) if contrast else None)
-                    shuffled_s = time.perf_counter() - start
-                    bonus, extra = step_bonuses(config, per_fn["accuracy"], rollout["lengths"], shuffled, videos)
-                    if shuffled is not None:
-                        extra["shuffled_rollout_s"] = shuffled_s
-                    total = total + bonus
-                advantages = np.asarray(grpo_lib.group_advantages(total, r.group_size, r.advantage_scale,
-                                                                  r.advantage_eps))
-                host = build_rollout_batch(model_cfg, raw, rollout["tokens"], rollout["lengths"], advantages,
-                                           group=r.group_size, micro_batches=t.micro_batches,
-                                           batch_shards=batch_shards, loss_agg=r.loss_agg)
-                batch = place_rollout_batch(host, mesh)
-                if r.num_iterations > 1:
-                    batch = batch.replace(old_logp=logprobs_fn(state.params, batch))
-                if reference is not None:
-                    batch = batch.replace(ref_logp=logprobs_fn(reference, batch))
-                compile_log.before(batch)
-                start = time.perf_counter()
-                for _ in range(r.num_iterations):
-                    state, metrics = update(state, batch)
-                metrics = jax.device_get(metrics)
-                update_s = time.perf_counter() - start
-                compile_log.after()
-                step += 1
-                if not metrics["finite"]:
-                    if t.on_nonfinite == "stop":
-                        ckpt.wait()
-                        raise NonFiniteLossError(f"step {step}: non-finite GRPO loss/grad norm; update not "
-                                                 f"applied, last checkpoint at step {saved_step}")
-                    skipped += 1
-                    log.warning("step %d: non-finite GRPO loss/grad norm, update skipped (%d so far)", step, skipped)
-                scalars = rollout_scalars(metrics, total, per_fn, rollout, rollout_s, update_s, r.num_iterations)
-                scalars.update(extra)
-                scalars["updates_skipped"] = float(not metrics["finite"])  # this step's count (summed per interval)
-                logger.step(step, scalars)
-                if ckpt.save(step, state, iterator.get_state(), config_dict):
-                    saved_step = step
-            if saved_step != step:
-                ckpt.save(step, state, iterator.get_state(), config_dict, force=True)
-    finally:
-        ckpt.close()
-        logger.flush(step)
-        logger.close()
-    return RunResult(step=step, status=status, last_metrics=scalars, skipped_updates=skipped)
+    grpo_config.reward_weights(config)  # bad reward names fail before any data is read
+    setup = loop.setup(config, workdir, mesh_sizes=sizes, defaults=grpo_config.grpo_defaults().to_dict(),
+                       load_data=grpo_data)
+    return loop.train(setup, GrpoObjective(setup), local_size_count=0)
 
 
 def shuffled_accuracy(config, model_cfg, params, hf, recs, tokenizer, eos, stop_ids, step, reward_options):
