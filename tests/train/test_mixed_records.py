@@ -60,27 +60,24 @@ def _count_loads(monkeypatch) -> dict:
     return seen
 
 
-def test_sft_trains_on_images_and_videos(mixed, tmp_path, monkeypatch):
-    ds, train_file = mixed
-    config = _configure("tiny_sft.py", ds, train_file)
-    config.train.num_steps = 3
+def _run_and_check(trainer, config, workdir, monkeypatch, steps: int):
+    """Runs ``trainer`` for ``steps`` steps; checks it finished and read both images and videos."""
+    config.train.num_steps = steps
     seen = _count_loads(monkeypatch)
-    result = sft.run(config, os.fspath(tmp_path))
-    assert result.step == 3 and result.status == "done"
+    result = trainer(config, os.fspath(workdir))
+    assert result.step == steps and result.status == "done"
     assert np.isfinite(result.last_metrics["loss"])
     assert seen["image"] > 0 and seen["video"] > 0, seen
-    assert result.last_metrics.get("data_skipped", 0) == 0
+    assert result.last_metrics["data_skipped"] == 0
+
+
+def test_sft_trains_on_images_and_videos(mixed, tmp_path, monkeypatch):
+    _run_and_check(sft.run, _configure("tiny_sft.py", *mixed), tmp_path, monkeypatch, steps=3)
 
 
 def test_grpo_steps_on_images_and_videos(mixed, tmp_path, monkeypatch):
-    ds, train_file = mixed
-    config = _configure("tiny_grpo.py", ds, train_file)
+    config = _configure("tiny_grpo.py", *mixed)
     config.train.batch_size = 4  # prompts: with this seed, images and videos in the one step
     config.train.micro_batches = 2
-    config.train.num_steps = 1
     config.rl.max_new_tokens = 8
-    seen = _count_loads(monkeypatch)
-    result = grpo.run(config, os.fspath(tmp_path))
-    assert result.step == 1 and result.status == "done"
-    assert np.isfinite(result.last_metrics["loss"])
-    assert seen["image"] > 0 and seen["video"] > 0, seen
+    _run_and_check(grpo.run, config, tmp_path, monkeypatch, steps=1)

@@ -17,7 +17,7 @@ from vtjax.data import tokenizer as tok_lib
 from vtjax.models.qwen2_5_vl import Qwen25VLConfig
 from vtjax.train.batch import data_shard
 from vtjax.train.config import ConfigError, parse_video_roots, split_list
-from vtjax.train.synthetic import SyntheticIterator
+from vtjax.train import synthetic
 
 # Model config field -> the tokenizer's special token that must carry the same id.
 _TOKEN_FIELDS = {
@@ -51,10 +51,7 @@ def train_data(config, model_cfg: Qwen25VLConfig, mesh: Mesh):
     shard, num_shards = data_shard(mesh)
     d, t = config.data, config.train
     if d.source == "synthetic":
-        it = SyntheticIterator(model_cfg, global_batch=t.batch_size, shard=shard, num_shards=num_shards,
-                               seed=config.seed, num_examples=d.synthetic_examples, text=d.synthetic_text,
-                               grid=tuple(d.synthetic_grid))
-        return it, model_cfg, d.synthetic_examples
+        return synthetic.from_config(config, model_cfg, shard, num_shards), model_cfg, d.synthetic_examples
     source = record_source(config, model_cfg, require_process=True)
     model_cfg, tok, recs, prompts = source.model_cfg, source.tokenizer, source.records, source.prompts
     pipe_cfg = pipeline.PipelineConfig(

@@ -33,6 +33,7 @@ from vtjax.train.grpo_step import batch_logprobs_fn, make_grpo_step
 from vtjax.train.loop import RunResult
 from vtjax.train.rollout_batch import build_rollout_batch, place_rollout_batch
 from vtjax.train.state import init_state
+from vtjax.train import synthetic
 from vtjax.train.synthetic import SyntheticIterator
 
 log = logging.getLogger("vtjax.grpo")
@@ -77,9 +78,7 @@ def grpo_data(config, model_cfg, mesh) -> loop.TrainData:
     shard, num_shards = data_shard(mesh)
     d, t = config.data, config.train
     if d.source == "synthetic":
-        inner = SyntheticIterator(model_cfg, global_batch=t.batch_size, shard=shard, num_shards=num_shards,
-                                  seed=config.seed, num_examples=d.synthetic_examples, text=d.synthetic_text,
-                                  grid=tuple(d.synthetic_grid))
+        inner = synthetic.from_config(config, model_cfg, shard, num_shards)
         return loop.TrainData(PromptIterator(inner), model_cfg, d.synthetic_examples, TokenIdText())
     src = record_source(config, model_cfg, require_process=False)
     pipe_cfg = pipeline.PipelineConfig(batch_size=t.batch_size // num_shards, seed=config.seed, num_epochs=None,

@@ -36,6 +36,14 @@ def synthetic_example(config: Qwen25VLConfig, index: int, *, seed: int, text: in
             "grid_thw": np.asarray(grid, np.int64), "second_per_grid_t": 1.0}
 
 
+def from_config(config, model_cfg: Qwen25VLConfig, shard: int, num_shards: int) -> "SyntheticIterator":
+    """The ``data.synthetic_*`` iterator of a config, for data shard ``shard`` of ``num_shards``."""
+    d = config.data
+    return SyntheticIterator(model_cfg, global_batch=config.train.batch_size, shard=shard, num_shards=num_shards,
+                             seed=config.seed, num_examples=d.synthetic_examples, text=d.synthetic_text,
+                             grid=tuple(d.synthetic_grid))
+
+
 class SyntheticIterator:
     """Endless batches of ``local_batch`` rows (this process's share ``shard`` of ``num_shards``)."""
 
