@@ -1,6 +1,7 @@
 r"""Video-Thinker GRPO of Qwen2.5-VL-7B (the paper's second stage, started from the SFT model).
 
-Launch on one multi-device host (GRPO rollouts are gathered on the host for now):
+Launch the same command on every host of a pod slice or GPU cluster (docs/training.md, "GRPO on pods
+and clusters"), or on one multi-device host:
 
   python -m vtjax.main --config configs/qwen2_5_vl_7b_grpo.py --workdir /ckpt/vt7b_grpo \
     --config.model.init_from=/ckpt/vt7b_sft_params \

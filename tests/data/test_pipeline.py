@@ -212,3 +212,24 @@ def test_a_bad_video_is_decoded_and_warned_about_once_over_epochs(dataset, tok, 
     assert len(warnings) == 1 and "could not decode" in warnings[0].getMessage()
     assert it.stats["seen"] == 15 and it.stats["skipped"] == 3  # still counted every epoch
     assert sorted(_ids(batches)) == sorted(["g0", "g1", "g2", "g3"] * 3)
+
+
+def test_a_stream_saved_by_two_shards_resumes_on_one_where_they_stopped(dataset, tok):
+    """Shard k of n reads elements k, k+n, ... of one stream: two shards that each pulled 2 examples
+    consumed the stream's first 4, so one shard resumed from their states goes on with the 5th."""
+    recs, _ = _load(dataset)
+    good = [r for r in recs if r.uid.startswith("g")]
+    config = lambda batch: pipeline.PipelineConfig(batch_size=batch, seed=3, num_epochs=None)  # noqa: E731
+    one = lambda: pipeline.sft_pipeline(good, tok, PROMPTS, config(2), video=VIDEO, process_index=0,  # noqa: E731
+                                        process_count=1)
+    reference = _ids(_run(one(), n=3)[1])  # the stream, 2 examples per batch
+    states, pulled = [], []
+    for shard in range(2):
+        it = iter(pipeline.sft_pipeline(good, tok, PROMPTS, config(1), video=VIDEO, process_index=shard,
+                                        process_count=2))
+        pulled += _ids([next(it), next(it)])
+        states.append(it.get_state())
+    assert sorted(pulled) == sorted(reference[:4])
+    resumed = iter(one())
+    resumed.set_state({"resharded_from": states})
+    assert _ids([next(resumed)]) == reference[4:6]

@@ -55,9 +55,10 @@ def override_flags(overrides: dict) -> list[str]:
     return [f"--config.{k}={v}" for k, v in overrides.items()]
 
 
-def run_main(workdir, overrides: dict, *, env=None, timeout=300, wait=True, arg=""):
-    """Starts ``python -m vtjax.main`` on the tiny config; returns the Popen (waited for when ``wait``)."""
-    spec = TINY_CONFIG + (f":{arg}" if arg else "")
+def run_main(workdir, overrides: dict, *, env=None, timeout=300, wait=True, arg="", config=TINY_CONFIG):
+    """Starts ``python -m vtjax.main`` on ``config`` (default the tiny SFT one); returns the Popen
+    (waited for when ``wait``)."""
+    spec = config + (f":{arg}" if arg else "")
     cmd = [sys.executable, "-m", "vtjax.main", f"--config={spec}", f"--workdir={workdir}",
            *override_flags(overrides)]
     env = dict(os.environ, **(env or {}))

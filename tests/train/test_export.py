@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -32,7 +33,7 @@ def _train_checkpoint(workdir, config, model_cfg, steps=(3, 7)):
     for step in steps:
         state = state.replace(step=state.step + 1,
                               params=jax.tree_util.tree_map(lambda x, s=step: x + s, state.params))
-        ckpt.save(step, state, {"next_batch": step}, config.to_dict(), force=True)
+        ckpt.save(step, state, {"next_batch": step}, config.to_dict(), model_cfg.to_hf_dict(), force=True)
     ckpt.close()
     return jax.device_get(state.params)
 
@@ -84,6 +85,21 @@ def test_export_older_step_and_errors(tmp_path):
 # ------------------------------------------------- python -m vtjax.convert workdir-to-orbax / workdir-to-hf
 
 
+def test_export_reads_the_model_config_saved_with_the_step(tmp_path, tokenizer_json):
+    """The tokenizer a run adopted its ids from is gone: export still knows the model from the step's
+    config.json (rebuilding it from the experiment config would need the tokenizer)."""
+    tokenizer = tmp_path / "tokenizer.json"
+    shutil.copy(tokenizer_json, tokenizer)
+    config = tiny_config("records", **{"data.tokenizer": os.fspath(tokenizer)})
+    from vtjax.train.data import match_tokenizer  # the trainer's own adoption of the tokenizer's ids
+
+    model_cfg = match_tokenizer(model_config(config), tok_lib.load_tokenizer(os.fspath(tokenizer)), adopt=True)
+    _train_checkpoint(tmp_path / "run", config, model_cfg, steps=(2,))
+    tokenizer.unlink()
+    got, _, step = export.restore_training_params(tmp_path / "run")
+    assert step == 2 and got == model_cfg
+
+
 @pytest.fixture(scope="module")
 def sft_run(tmp_path_factory):
     """A 2-step tiny SFT run (synthetic data): (workdir, its config)."""
@@ -122,6 +138,17 @@ def test_workdir_to_orbax_is_what_init_from_starts_from(sft_run, tmp_path):
     tx = make_optimizer(config.train, param_shapes(model_cfg), 2)
     state = init_state(model_cfg, tx, make_mesh(1, -1, 1), seed=123, init_from=config.model.init_from)
     _assert_same_tree(jax.device_get(state.params), _trained_params(workdir, 2))
+
+
+def test_every_step_holds_a_hub_config_of_the_run_model(sft_run):
+    workdir, config = sft_run
+    import transformers  # noqa: PLC0415  (the parity oracle reads the step's config.json itself)
+
+    hub = transformers.Qwen2_5_VLConfig.from_pretrained(workdir / "checkpoints" / "2" / "model")
+    want = model_config(config)
+    assert (hub.vocab_size, hub.hidden_size, hub.num_hidden_layers) == (
+        want.text.vocab_size, want.text.hidden_size, want.text.num_hidden_layers)
+    assert (hub.video_token_id, hub.vision_config.depth) == (want.video_token_id, want.vision.depth)
 
 
 def test_workdir_to_hf_loads_in_transformers(sft_run, tmp_path):

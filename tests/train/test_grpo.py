@@ -12,13 +12,13 @@ import pytest
 from tests.parity.hf_reference import random_pixels, vision_run
 from vtjax.train.metrics import MetricsLogger
 from vtjax.data import batching
-from vtjax.models.qwen2_5_vl import Qwen25VLConfig, init_params
+from vtjax.models.qwen2_5_vl import Qwen25VL, Qwen25VLConfig, init_params
 from vtjax.rl import rewards
-from vtjax.sampling import generate
+from vtjax.sampling import generate, prompt_batch, sampling_settings
 from vtjax.train import grpo, grpo_config
 from vtjax.train.config import ConfigError
 from vtjax.train.grpo_step import batch_logprobs_fn, policy_logprobs_fn
-from vtjax.train.rollout_batch import build_rollout_batch
+from vtjax.train.rollout_batch import build_rollout_batch, loss_shares
 from vtjax.rl.grpo import grpo_loss
 
 CONFIG = Qwen25VLConfig.tiny()
@@ -42,42 +42,53 @@ def prompts(kinds=("video", "video")) -> dict:
                 is_image=is_image)
 
 
+def encode(params, vision):
+    return Qwen25VL(CONFIG).apply({"params": params}, vision, method=Qwen25VL.encode_vision)
+
+
 @pytest.fixture(scope="module", params=[("video", "video"), ("image", "video")], ids=["videos", "image+video"])
 def rollout(request):
+    """(params, prompts, the generate() output, the update's rollout batch) for two prompts x GROUP."""
     params = init_params(CONFIG, 1)
     collated = prompts(request.param)
-    hf, _ = batching.model_inputs(collated)  # what the sampler takes: images and videos apart
+    hf, _ = batching.model_inputs(collated)  # what the public sampler takes: images and videos apart
     out = generate(CONFIG, params, **hf, max_new_tokens=6, num_samples=GROUP, temperature=1.0, seed=2,
                    eos_token_ids=[7])
+    settings = sampling_settings(CONFIG, max_new_tokens=6, num_samples=GROUP, temperature=1.0, eos_token_ids=[7])
+    host = prompt_batch(CONFIG, collated["input_ids"], collated["attention_mask"], settings.pad_token_id,
+                        **{k: v for k, v in hf.items() if k not in ("input_ids", "attention_mask")})
     advantages = np.linspace(-1.0, 1.0, 2 * GROUP).astype(np.float32)
-    batch = build_rollout_batch(CONFIG, collated, out["tokens"], out["lengths"], advantages, group=GROUP,
-                                micro_batches=2, batch_shards=1, loss_agg="seq-mean-token-mean")
-    return params, hf, out, batch
+    batch = build_rollout_batch(CONFIG, host, collated, out["tokens"], out["lengths"], advantages, group=GROUP,
+                                micro_batches=2)
+    return params, host, out, batch
 
 
 def test_training_sequences_reproduce_the_sampler_logprobs(rollout):
-    """Positions, shared vision features and targets of the update match what the sampler saw."""
-    params, _, out, batch = rollout
-    logp = np.asarray(batch_logprobs_fn(CONFIG, chunk=16)(params, batch))  # [M, b, L]
+    """Positions, the step's shared vision features and targets of the update match what the sampler saw."""
+    params, host, out, batch = rollout
+    features = encode(params, host.inputs.vision)
+    logp = np.asarray(batch_logprobs_fn(CONFIG, chunk=16)(params, batch, features))  # [M, b, L]
     weights = np.asarray(batch.weights)
     per = weights.shape[1]
     for n in range(2 * GROUP):
         m, row = divmod(n, per)
         got = logp[m, row][weights[m, row] > 0]
         np.testing.assert_allclose(got, out["logprobs"][n, :out["lengths"][n]], atol=1e-4)
-    assert np.allclose(batch.share.sum(), 1.0)
+    np.testing.assert_allclose(float(jnp.sum(loss_shares(batch.weights, "seq-mean-token-mean"))), 1.0, rtol=1e-6)
 
 
 def test_loss_gradient_matches_finite_differences(rollout):
-    params, _, _, batch = rollout
+    """The loss's gradient, through the shared vision features into the tower, against central differences."""
+    params, host, _, batch = rollout
     logprobs = policy_logprobs_fn(CONFIG, chunk=16)
     ref = jax.tree_util.tree_map(lambda x: x * 1.05, params)
     mb = jax.tree_util.tree_map(lambda x: x[0], batch)
-    ref_logp = logprobs(ref, mb.inputs, mb.targets)
-    old_logp = logprobs(params, mb.inputs, mb.targets) - 0.1  # ratio != 1: clipping is active
+    vision = host.inputs.vision
+    ref_logp = logprobs(ref, mb.inputs, mb.targets, encode(ref, vision))
+    old_logp = logprobs(params, mb.inputs, mb.targets, encode(params, vision)) - 0.1  # ratio != 1: clipping on
 
     def loss(p):
-        logp = logprobs(p, mb.inputs, mb.targets)
+        logp = logprobs(p, mb.inputs, mb.targets, encode(p, vision))
         value, _ = grpo_loss(logp, old_logp, ref_logp, mb.advantages, mb.weights, beta=0.04)
         return value
 
@@ -133,3 +144,28 @@ def test_bad_rl_fields_are_named(field, value, message):
     config[section][name] = value
     with pytest.raises(ConfigError, match=message):
         grpo_config.validate(config, num_devices=1)
+
+
+def test_several_updates_per_step_keep_the_step_count_and_the_schedule(tmp_path, monkeypatch):
+    """rl.num_iterations=2: each step makes two updates, but steps, checkpoints and the learning rate
+    follow training steps (the schedule is over train.num_steps)."""
+    from configs import tiny_grpo  # noqa: PLC0415
+    from vtjax.train.optimizer import lr_schedule  # noqa: PLC0415
+
+    config = tiny_grpo.get_config()
+    config.train.num_steps, config.rl.num_iterations, config.log.every_steps = 3, 2, 1
+    config.checkpoint.every_steps = 3
+    seen = []
+    original = MetricsLogger.step
+    monkeypatch.setattr(MetricsLogger, "step",
+                        lambda self, step, scalars: (seen.append((step, scalars["lr"])), original(self, step, scalars))[1])
+    result = grpo.run(config, str(tmp_path))
+    assert result.step == 3 and result.status == "done"
+    schedule = lr_schedule(config.train.lr, 3, 0, config.train.end_lr_ratio)
+    np.testing.assert_allclose([lr for _, lr in seen], [float(schedule(s)) for s in range(3)], rtol=1e-6)
+    assert [s for s, _ in seen] == [1, 2, 3] and (tmp_path / "checkpoints" / "3").is_dir()
+    assert float(schedule(2)) > 0  # the last step still learns
+    import orbax.checkpoint as ocp  # noqa: PLC0415
+
+    saved = ocp.StandardCheckpointer().restore(tmp_path / "checkpoints" / "3" / "state")
+    assert int(saved["step"]) == 3  # what a resume starts from: training steps, not updates

@@ -43,3 +43,16 @@ def test_field_added_since_the_save_resumes_at_its_default_only():
 def test_another_mode_is_refused_before_anything_else():
     with pytest.raises(CheckpointError, match="holds a sft run at step 4; this is a grpo config"):
         check_config(SAVED, {**_current(**{"train.batch_size": 4}), "mode": "grpo"}, workdir="w", step=4)
+
+
+def test_resume_refuses_a_model_other_than_the_saved_one():
+    from vtjax import errors  # noqa: PLC0415
+    from vtjax.models.qwen2_5_vl import Qwen25VLConfig  # noqa: PLC0415
+    from vtjax.train.resume import check_model_config  # noqa: PLC0415
+
+    saved = Qwen25VLConfig.tiny().to_hf_dict()
+    check_model_config(saved, dict(saved), step=4)  # the same model resumes
+    check_model_config(None, saved, step=4)  # a step saved before config.json existed resumes
+    other = Qwen25VLConfig.tiny().replace(eos_token_id=7).to_hf_dict()  # e.g. another tokenizer's ids
+    with pytest.raises(errors.CheckpointError, match=r"step 4 \(eos_token_id: .* -> 7\)"):
+        check_model_config(saved, other, step=4)

@@ -124,9 +124,14 @@ class _BatchIterator(grain.DatasetIterator):
             "num_skipped": self._num_skipped,
             "recent_skips": list(self._skipped),
             "done": self._done,
+            "shard": self._ds.shard,
+            "num_shards": self._ds.num_shards,
         }
 
     def set_state(self, state: dict):
+        if "resharded_from" in state:
+            self._start_where_others_stopped(state["resharded_from"])
+            return
         self._parent.set_state(state["parent"])
         self._seen = int(state["seen"])
         self._num_skipped = int(state["num_skipped"])
@@ -134,9 +139,32 @@ class _BatchIterator(grain.DatasetIterator):
         self._done = bool(state["done"])
 
 
+    def _start_where_others_stopped(self, saved: list[dict]):
+        """Continues a stream saved by another number of shards (e.g. a run resumed on fewer hosts).
+
+        Shard k of n reads elements k, k + n, ... of one shuffled, repeated stream, so n shards that each
+        pulled ``seen`` elements consumed exactly its first n * seen. This shard starts right after the
+        part every old shard had consumed (the least ``seen``), so no example is left out; with uneven
+        progress (skipped inputs) or sizes that do not divide, a few are read again.
+        """
+        shards = {int(s.get("shard", i)): s for i, s in enumerate(saved)}  # one state per shard
+        num_old = int(saved[0].get("num_shards", len(saved)))
+        consumed = min(int(s["seen"]) for s in shards.values()) * num_old
+        start = consumed // self._ds.num_shards
+        if consumed % self._ds.num_shards or len({int(s["seen"]) for s in shards.values()}) > 1:
+            log.warning("data saved by %d shards resumes on %d: up to %d examples are read again",
+                        num_old, self._ds.num_shards, self._ds.num_shards + num_old * self._ds.config.batch_size)
+        grain.experimental.set_next_index(self._parent, start)
+        self._seen = start
+        self._num_skipped = sum(int(s["num_skipped"]) for s in shards.values()) // self._ds.num_shards
+        self._skipped, self._done = [], False
+
+
 class _BatchDataset(grain.IterDataset):
-    def __init__(self, parent, config: PipelineConfig, pad_id: int, with_labels: bool, budget_size: int):
+    def __init__(self, parent, config: PipelineConfig, pad_id: int, with_labels: bool, budget_size: int,
+                 shard: int = 0, num_shards: int = 1):
         super().__init__(parent)
+        self.shard, self.num_shards = shard, num_shards  # this process's share of the stream
         self.config = config
         self.pad_id = pad_id
         self.with_labels = with_labels
@@ -209,7 +237,8 @@ def make_pipeline(
         )
     per_process = -(-len(records) // count)
     return _BatchDataset(
-        it, config, builder.tokenizer.pad_id, with_labels=builder.mode == "sft", budget_size=per_process
+        it, config, builder.tokenizer.pad_id, with_labels=builder.mode == "sft", budget_size=per_process,
+        shard=index, num_shards=count,
     )
 
 

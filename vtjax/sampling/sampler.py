@@ -20,14 +20,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import time
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
-from vtjax.models.qwen2_5_vl import Qwen25VL, Qwen25VLConfig, bucket_size, get_rope_index, prepare_inputs
+from vtjax.models.qwen2_5_vl import (ModelInputs, Qwen25VL, Qwen25VLConfig, bucket_size, get_rope_index,
+                                     prepare_inputs)
 from vtjax.models.qwen2_5_vl.inputs import MIN_TEXT_BUCKET
 from vtjax.sampling.filters import choose_tokens
+
+BATCH_AXES = ("data", "fsdp")  # mesh axes sample rows are split over (those of the training batch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +60,24 @@ def left_pad(input_ids, attention_mask, length: int, pad_id: int):
         ids[row, length - len(real):] = real
         mask[row, length - len(real):] = 1
     return ids, mask
+
+
+def sampling_settings(config: Qwen25VLConfig, *, max_new_tokens: int, num_samples: int = 1,
+                      temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
+                      eos_token_ids=None) -> SamplingSettings:
+    """Checked settings; EOS defaults to the model's, padding to its pad id (else the first EOS)."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be at least 1")
+    if num_samples < 1:
+        raise ValueError(f"num_samples={num_samples} must be at least 1")
+    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
+        raise ValueError(f"bad sampling settings: temperature={temperature}, top_p={top_p}, top_k={top_k}")
+    if eos_token_ids is None:
+        eos_token_ids = () if config.eos_token_id is None else (config.eos_token_id,)
+    eos_token_ids = tuple(int(t) for t in np.atleast_1d(eos_token_ids))
+    pad_id = config.pad_token_id if config.pad_token_id is not None else (eos_token_ids or (0,))[0]
+    return SamplingSettings(max_new_tokens, num_samples, float(temperature), int(top_k), float(top_p),
+                            eos_token_ids, int(pad_id))
 
 
 def generate(
@@ -82,50 +107,105 @@ def generate(
     [B*G, max_new_tokens] float32 (the policy's log-probability of each sampled
     token at temperature 1, 0 after the end). Rows b*G .. b*G+G-1 belong to prompt b.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens} must be at least 1")
-    if num_samples < 1:
-        raise ValueError(f"num_samples={num_samples} must be at least 1")
-    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
-        raise ValueError(f"bad sampling settings: temperature={temperature}, top_p={top_p}, top_k={top_k}")
-    if eos_token_ids is None:
-        eos_token_ids = () if config.eos_token_id is None else (config.eos_token_id,)
-    eos_token_ids = tuple(int(t) for t in np.atleast_1d(eos_token_ids))
-    pad_id = config.pad_token_id if config.pad_token_id is not None else (eos_token_ids or (0,))[0]
-    settings = SamplingSettings(max_new_tokens, num_samples, float(temperature), int(top_k), float(top_p),
-                                eos_token_ids, int(pad_id))
-
-    input_ids = np.asarray(input_ids)
-    if attention_mask is None:
-        attention_mask = np.ones_like(input_ids)
-    prompt_len = bucket_size(input_ids.shape[1], MIN_TEXT_BUCKET)
-    ids, mask = left_pad(input_ids, attention_mask, prompt_len, pad_id)
+    settings = sampling_settings(config, max_new_tokens=max_new_tokens, num_samples=num_samples,
+                                 temperature=temperature, top_p=top_p, top_k=top_k, eos_token_ids=eos_token_ids)
     vision = dict(pixel_values=pixel_values, image_grid_thw=image_grid_thw,
                   pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
                   second_per_grid_ts=second_per_grid_ts)
-    inputs = prepare_inputs(config, input_ids=ids, attention_mask=mask, pad_length=prompt_len, **vision)
-    _, deltas = get_rope_index(config, ids, mask, image_grid_thw, video_grid_thw, second_per_grid_ts)
+    prompts = prompt_batch(config, input_ids, attention_mask, settings.pad_token_id, **vision)
+    out = sample(config, params, prompts, settings, seed)
+    return {k: np.asarray(v) for k, v in out.items()}
 
-    hidden, prompt_cache = _prefill_fn(config)(params, inputs)
-    tokens, lengths, logprobs = _decode_fn(config, settings)(
-        params, hidden, prompt_cache, jnp.asarray(mask, jnp.int32), jnp.asarray(deltas, jnp.int32),
-        jax.random.PRNGKey(seed))
-    return {"tokens": np.asarray(tokens), "lengths": np.asarray(lengths), "logprobs": np.asarray(logprobs)}
+
+@flax.struct.dataclass
+class PromptBatch:
+    """Left-padded prompts ready for ``sample`` (numpy on the host, or global device arrays)."""
+
+    inputs: ModelInputs  # [B, Lp] prompts, every row ending at Lp - 1 (segment_ids: the prompt mask)
+    deltas: jax.Array  # [B] int32 rope delta of each prompt (decode positions = Lp + step + delta)
+
+
+def prompt_batch(config: Qwen25VLConfig, input_ids, attention_mask, pad_id: int, *, pad_length: int | None = None,
+                 pad_patches: int | None = None, **vision) -> PromptBatch:
+    """Host arrays of B prompts (HF processor layout, any padding side), left-padded to a bucket.
+
+    ``vision``: pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw, second_per_grid_ts.
+    """
+    input_ids = np.asarray(input_ids)
+    if attention_mask is None:
+        attention_mask = np.ones_like(input_ids)
+    prompt_len = bucket_size(input_ids.shape[1], MIN_TEXT_BUCKET) if pad_length is None else pad_length
+    ids, mask = left_pad(input_ids, attention_mask, prompt_len, pad_id)
+    inputs = prepare_inputs(config, input_ids=ids, attention_mask=mask, pad_length=prompt_len,
+                            pad_patches=pad_patches, **vision)
+    _, deltas = get_rope_index(config, ids, mask, vision.get("image_grid_thw"), vision.get("video_grid_thw"),
+                               vision.get("second_per_grid_ts"))
+    return PromptBatch(inputs=inputs, deltas=np.asarray(deltas, np.int32).reshape(-1))
+
+
+def sample(config: Qwen25VLConfig, params, prompts: PromptBatch, settings: SamplingSettings, seed: int, *,
+           features: jax.Array | None = None, rows: NamedSharding | None = None,
+           timings: dict | None = None) -> dict[str, jax.Array]:
+    """Runs prefill and decode; returns device arrays ``tokens``, ``lengths``, ``logprobs`` (see ``generate``).
+
+    Args:
+      features: [Mp, E] the prompts' vision features, already encoded (the tower is then skipped).
+      rows: the sharding of the N = B * G sample rows inside decode (e.g. over the batch axes of a
+        training mesh); the outputs are then replicated on that mesh. None: let the compiler choose.
+      timings: when given, the call waits for each program and adds ``prefill_s`` and ``decode_s`` to it.
+    Sample n's key is fold_in(PRNGKey(seed), n): the draws depend on the global row, not on the layout.
+    """
+    inputs = prompts.inputs if features is None else prompts.inputs.replace(vision=None)
+    start = time.perf_counter()
+    hidden, prompt_cache = _prefill_fn(config, rows)(params, inputs, features)
+    if timings is not None:
+        jax.block_until_ready(prompt_cache)
+        timings["prefill_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+    with jax.transfer_guard("allow"):  # the seed: an intended copy (trainers disallow the others)
+        key = jax.random.PRNGKey(seed)
+        if rows is not None:
+            key = jax.device_put(key, NamedSharding(rows.mesh, PartitionSpec()))
+    tokens, lengths, logprobs = _decode_fn(config, settings, rows)(
+        params, hidden, prompt_cache, prompts.inputs.segment_ids, prompts.deltas, key)
+    if timings is not None:
+        jax.block_until_ready(tokens)
+        timings["decode_s"] = time.perf_counter() - start
+    return {"tokens": tokens, "lengths": lengths, "logprobs": logprobs}
+
+
+def programs(config: Qwen25VLConfig, settings: SamplingSettings, rows: NamedSharding | None = None):
+    """The sampler's jitted (prefill, decode) programs, e.g. to compile them ahead of time (``train.aot_grpo``).
+
+    prefill: (params, prompt inputs, features | None) -> (hidden [B, E], prompt cache);
+    decode: (params, hidden, prompt cache, prompt mask [B, Lp], deltas [B], key) -> (tokens, lengths, logprobs).
+    """
+    return _prefill_fn(config, rows), _decode_fn(config, settings, rows)
 
 
 @functools.lru_cache(maxsize=None)
-def _prefill_fn(config: Qwen25VLConfig):
+def _prefill_fn(config: Qwen25VLConfig, rows: NamedSharding | None):
     model = Qwen25VL(config)
 
-    def prefill(params, inputs):
-        return model.apply({"params": params}, inputs, method=Qwen25VL.prefill)
+    def prefill(params, inputs, features):
+        hidden, cache = model.apply({"params": params}, inputs, features, method=Qwen25VL.prefill)
+        if rows is not None:  # [B, E] is small: whole on every device, ready to fan out to the G sample rows
+            hidden = jax.lax.with_sharding_constraint(hidden, NamedSharding(rows.mesh, PartitionSpec()))
+        return hidden, cache
 
     return jax.jit(prefill)
 
 
 @functools.lru_cache(maxsize=None)
-def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings):
+def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding | None):
     model = Qwen25VL(config)
+
+    def constrain(x, axis: int = 0):  # a row-indexed array [.., N, ..]: rows over `rows`' axes where they divide
+        if rows is None or x.shape[axis] % math.prod(rows.mesh.shape[a] for a in BATCH_AXES):
+            return x
+        spec = [None] * x.ndim
+        spec[axis] = BATCH_AXES
+        return jax.lax.with_sharding_constraint(x, NamedSharding(rows.mesh, PartitionSpec(*spec)))
 
     def logits_of(params, hidden):  # [N, E] -> [N, V] float32
         return model.apply({"params": params}, hidden, method=Qwen25VL.logits).astype(jnp.float32)
@@ -136,7 +216,7 @@ def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings):
         n = b * g  # row b * G + j is sample j of prompt b
         layers, _, _, kv_heads, head_dim = prompt_cache[0].shape
         gen_shape = (layers, n, s.max_new_tokens, kv_heads, head_dim)
-        gen_cache = (jnp.zeros(gen_shape, prompt_cache[0].dtype), jnp.zeros(gen_shape, prompt_cache[1].dtype))
+        gen_cache = tuple(constrain(jnp.zeros(gen_shape, c.dtype), axis=1) for c in prompt_cache)
         prompt_mask = prompt_mask.astype(bool)  # [B, Lp], shared by the G rows of each prompt
         deltas = jnp.repeat(deltas, g, axis=0)  # [N]
         keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(n))  # one key per sample
@@ -148,8 +228,8 @@ def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings):
             return choose_tokens(logits, step_keys, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
 
         first, first_lp = pick(logits_of(params, jnp.repeat(hidden, g, axis=0)), 0)
-        tokens = jnp.full((n, s.max_new_tokens), s.pad_token_id, jnp.int32).at[:, 0].set(first)
-        logprobs = jnp.zeros((n, s.max_new_tokens), jnp.float32).at[:, 0].set(first_lp)
+        tokens = constrain(jnp.full((n, s.max_new_tokens), s.pad_token_id, jnp.int32).at[:, 0].set(first))
+        logprobs = constrain(jnp.zeros((n, s.max_new_tokens), jnp.float32).at[:, 0].set(first_lp))
         done = jnp.isin(first, eos)
         lengths = jnp.where(done, 1, s.max_new_tokens)
 
@@ -169,6 +249,7 @@ def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings):
             lp = jnp.where(done, 0.0, lp)
             finished = ~done & jnp.isin(token, eos)
             lengths = jnp.where(finished, step + 1, lengths)
+            gen_cache = tuple(constrain(c, axis=1) for c in gen_cache)
             return (step + 1, tokens.at[:, step].set(token), logprobs.at[:, step].set(lp), done | finished,
                     lengths, token, gen_cache)
 
@@ -176,4 +257,7 @@ def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings):
         _, tokens, logprobs, _, lengths, _, _ = jax.lax.while_loop(cond, body, state)
         return tokens, lengths, logprobs
 
-    return jax.jit(decode)
+    if rows is None:
+        return jax.jit(decode)
+    replicated = NamedSharding(rows.mesh, PartitionSpec())
+    return jax.jit(decode, out_shardings=(replicated, replicated, replicated))

@@ -18,13 +18,13 @@ import math
 import flax.struct
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vtjax.data.batching import hf_vision
 from vtjax.models.qwen2_5_vl import ModelInputs, Qwen25VLConfig, bucket_size, prepare_inputs
 from vtjax.models.qwen2_5_vl.inputs import MIN_PATCH_BUCKET
 from vtjax.train.loss import shift_targets
+from vtjax.train.processes import agree
 
 BATCH_AXES = ("data", "fsdp")  # mesh axes the examples (and their vision rows) are split over
 
@@ -42,10 +42,7 @@ def batch_partition_specs(batch: TrainBatch) -> TrainBatch:
     """PartitionSpec of every TrainBatch leaf: the row / patch axis over BATCH_AXES."""
     rows = P(None, BATCH_AXES)
     inputs = batch.inputs
-    vision = None
-    if inputs.vision is not None:
-        vision = inputs.vision.replace(patches=rows, window_index=rows, reverse_index=rows,
-                                       window_segment_ids=rows, frame_segment_ids=rows, rotary_coords=rows)
+    vision = None if inputs.vision is None else vision_partition_specs(inputs.vision, leading=(None,))
     specs = ModelInputs(input_ids=rows, segment_ids=rows, position_ids=P(None, None, BATCH_AXES),
                         vision_gather=rows, vision=vision)
     return TrainBatch(inputs=specs, targets=rows, weights=rows)
@@ -83,6 +80,45 @@ def local_shards(mesh: Mesh) -> int:
     return hi - lo
 
 
+def offset_block(inputs: ModelInputs, block: int, frame: int) -> ModelInputs:
+    """Shifts one block's vision indices to its place in the global batch (blocks of equal padded sizes).
+
+    Block k's patches follow the patches of blocks 0..k-1 in the global vision sequence, so its
+    window / gather indices move by k * (merged tokens per block) and its segment ids by k * patches.
+    ``frame``: the agreed frame bucket (the largest of any block).
+    """
+    v = inputs.vision
+    merged = v.window_index.shape[0]  # Mp of one block
+    shift_m, shift_p = block * merged, block * v.patches.shape[0]
+    seg = lambda s: np.where(s > 0, s + shift_p, 0).astype(np.int32)  # noqa: E731
+    vision = v.replace(window_index=v.window_index + shift_m, reverse_index=v.reverse_index + shift_m,
+                       window_segment_ids=seg(v.window_segment_ids),
+                       frame_segment_ids=seg(v.frame_segment_ids), frame_len=max(frame, v.frame_len))
+    gather = np.where(inputs.vision_gather >= 0, inputs.vision_gather + shift_m, -1).astype(np.int32)
+    return inputs.replace(vision_gather=gather, vision=vision)
+
+
+def place_blocks(host, specs, mesh: Mesh, num_blocks: int):
+    """Global arrays from every process's block: leaf x goes to ``NamedSharding(mesh, spec)`` with the
+    axis its spec splits over BATCH_AXES ``num_blocks`` times longer (this process holds its block)."""
+
+    def place(x, spec):
+        axis = list(spec).index(BATCH_AXES)
+        shape = list(x.shape)
+        shape[axis] *= num_blocks
+        return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), x, tuple(shape))
+
+    with jax.transfer_guard_host_to_device("allow"):  # the step's intended copy (the loop disallows others)
+        return jax.tree_util.tree_map(place, host, specs, is_leaf=lambda s: isinstance(s, P))
+
+
+def vision_partition_specs(vision, leading: tuple = ()):
+    """PartitionSpec of every VisionInputs leaf: patch / merged-token rows over BATCH_AXES."""
+    rows = P(*leading, BATCH_AXES)
+    return vision.replace(patches=rows, window_index=rows, reverse_index=rows, window_segment_ids=rows,
+                          frame_segment_ids=rows, rotary_coords=rows)
+
+
 class BatchBuilder:
     """Turns this process's data batches into global, sharded ``TrainBatch`` arrays."""
 
@@ -101,13 +137,6 @@ class BatchBuilder:
         patches = -(-bucket_size(int(rows.max()), MIN_PATCH_BUCKET) // unit) * unit
         frame = bucket_size(int((grids[:, 1] * grids[:, 2]).max()), self.config.vision.window_patches)
         return np.asarray([batch["input_ids"].shape[1], patches, frame], np.int64)
-
-    def agreed_sizes(self, local: np.ndarray, stop: int = 0) -> tuple[np.ndarray, int]:
-        """Elementwise max over processes of the padded sizes and of a stop code (0 = go on)."""
-        mine = np.concatenate([local, [int(stop)]]).astype(np.int64)
-        if jax.process_count() > 1:
-            mine = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, mine.size).max(axis=0)
-        return mine[:3], int(mine[3])
 
     def host_batch(self, batch: dict, sizes: np.ndarray) -> TrainBatch:
         """This process's block as numpy, offsets applied, padded to the agreed ``sizes``."""
@@ -136,30 +165,13 @@ class BatchBuilder:
         return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *micro)
 
     def _offset(self, inputs: ModelInputs, frame: int) -> ModelInputs:
-        """Shifts this block's vision indices to its place in the global batch."""
-        v = inputs.vision
-        if v is None:
+        if inputs.vision is None:
             raise ValueError("a training batch without vision rows: every SFT example must have a video or image")
-        merged = v.window_index.shape[0]  # Mp of one block
-        shift_m, shift_p = self.block * merged, self.block * v.patches.shape[0]
-        seg = lambda s: np.where(s > 0, s + shift_p, 0).astype(np.int32)  # noqa: E731
-        vision = v.replace(window_index=v.window_index + shift_m, reverse_index=v.reverse_index + shift_m,
-                           window_segment_ids=seg(v.window_segment_ids),
-                           frame_segment_ids=seg(v.frame_segment_ids), frame_len=max(frame, v.frame_len))
-        gather = np.where(inputs.vision_gather >= 0, inputs.vision_gather + shift_m, -1).astype(np.int32)
-        return inputs.replace(vision_gather=gather, vision=vision)
+        return offset_block(inputs, self.block, frame)
 
     def to_global(self, host: TrainBatch) -> TrainBatch:
         """Assembles every process's block into global arrays sharded by ``batch_partition_specs``."""
-        specs = batch_partition_specs(host)
-
-        def place(x, spec):
-            axis = list(spec).index(BATCH_AXES)
-            shape = list(x.shape)
-            shape[axis] *= self.num_blocks
-            return jax.make_array_from_process_local_data(NamedSharding(self.mesh, spec), x, tuple(shape))
-
-        return jax.tree_util.tree_map(place, host, specs, is_leaf=lambda s: isinstance(s, P))
+        return place_blocks(host, batch_partition_specs(host), self.mesh, self.num_blocks)
 
     def shardings(self, host: TrainBatch):
         """NamedShardings of the global batch (for the step's ``in_shardings``)."""
@@ -168,5 +180,5 @@ class BatchBuilder:
 
     def __call__(self, batch: dict) -> TrainBatch:
         """Global TrainBatch for one data batch (all processes call it together)."""
-        sizes, _ = self.agreed_sizes(self.local_sizes(batch))
+        sizes, _ = agree(self.local_sizes(batch))
         return self.to_global(self.host_batch(batch, sizes))

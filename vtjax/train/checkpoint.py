@@ -5,6 +5,7 @@ Layout under ``workdir/checkpoints/<step>/``::
     state/    params, optimizer state and step (OCDBT, each host writes its shards)
     data/     process_<i>-of-<n>.json, every process's iterator state (grain's handler)
     config/   the experiment config as JSON
+    model/    config.json: the run's resolved model (Hub format), read back by export, eval and resume
 
 Saves are asynchronous: ``save`` returns once arrays are copied to host
 memory, and the files are committed (renamed from a temporary directory) in
@@ -35,6 +36,7 @@ from vtjax.train.state import TrainState
 
 log = logging.getLogger("vtjax.train")
 
+_DATA_STATE_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")  # grain's name for one process's iterator state
 # Messages of storage failures (tensorstore reports errno as "[os_error_code='28']", not as an OSError).
 _IO_FAILURE = re.compile(r"os_error_code='(\d+)'|No space left|Disk quota|File too large|Read-only file system|"
                          r"Permission denied")
@@ -115,7 +117,10 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                                create=True)
         with self._storage(None):
-            self.manager = ocp.CheckpointManager(self.directory, options=options)
+            self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
+                "state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler(),
+                "config": ocp.JsonCheckpointHandler(),
+                "model": ocp.JsonCheckpointHandler(filename="config.json")})
         self._in_flight: int | None = None  # the step whose background write may still be running
         self._failed = False
         self._noise = _QuietStorageNoise()
@@ -129,14 +134,19 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: TrainState, data_state: dict, config: dict, *, force: bool = False) -> bool:
-        """Starts saving ``step`` when it is a multiple of ``every_steps`` (or ``force``); returns whether it did."""
+    def save(self, step: int, state: TrainState, data_state: dict, config: dict, model_config: dict, *,
+             force: bool = False) -> bool:
+        """Starts saving ``step`` when it is a multiple of ``every_steps`` (or ``force``); returns whether it did.
+
+        ``config``: the experiment config; ``model_config``: the run's resolved model as a Hub config.json.
+        """
         if not force and step % self.every_steps:
             return False
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=grain.checkpoint.CheckpointSave(_StateSnapshot(data_state)),
-            config=ocp.args.JsonSave(config))
+            config=ocp.args.JsonSave(config),
+            model=ocp.args.JsonSave(model_config))
         with self._storage(self._in_flight):  # a failure of the previous background write surfaces here
             self.manager.wait_until_finished()
         with self._storage(step):
@@ -147,15 +157,44 @@ class Checkpointer:
         """The experiment config saved with ``step``."""
         return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
+    def read_model_config(self, step: int) -> dict | None:
+        """The model's config.json saved with ``step``; None for steps saved before vtjax wrote it."""
+        if not os.path.isfile(os.path.join(self.directory, str(step), "model", "config.json")):
+            return None
+        return self.manager.restore(step, args=ocp.args.Composite(model=ocp.args.JsonRestore()))["model"]
+
     def restore(self, step: int, target: TrainState) -> tuple[TrainState, dict]:
         """The state at ``step`` placed like ``target`` (ShapeDtypeStructs with shardings), and this
-        process's data-iterator state."""
+        process's data-iterator state.
+
+        A step saved by another number of processes has no state for this process: the data state is
+        then ``{"resharded_from": [the saved states in process order]}``, which the iterators map onto
+        this layout (``set_state``).
+        """
+        saved = self.data_states(step)
+        if saved and (jax.process_index(), jax.process_count()) not in saved:
+            counts = {n for _, n in saved}
+            if len(counts) != 1 or sorted(i for i, _ in saved) != list(range(counts.pop())):
+                raise ValueError(f"step {step} holds an incomplete set of data states: {sorted(saved)}")
+            restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+            return restored["state"], {"resharded_from": [saved[key] for key in sorted(saved)]}
         receiver = _StateReceiver()
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), data=grain.checkpoint.CheckpointRestore(receiver)))
         if receiver.state is None:
             raise ValueError("no data-iterator state was restored")
         return restored["state"], receiver.state
+
+    def data_states(self, step: int) -> dict[tuple[int, int], dict]:
+        """{(process, process count): data-iterator state} of every process that saved ``step``."""
+        folder = os.path.join(self.directory, str(step), "data")
+        out = {}
+        for name in os.listdir(folder) if os.path.isdir(folder) else ():
+            match = _DATA_STATE_FILE.fullmatch(name)
+            if match:
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    out[(int(match[1]), int(match[2]))] = json.load(f)
+        return out
 
     def set_aside(self, steps: list[int]) -> str:
         """Moves damaged ``steps`` out of the checkpoint directory (into ``checkpoints_damaged/``, kept for

@@ -16,6 +16,7 @@ same params as a Hugging Face directory instead. On the command line:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -86,11 +87,20 @@ def training_model_config(train_config) -> Qwen25VLConfig:
     return cfg
 
 
+def checkpoint_model_config(train_workdir: str | os.PathLike, step: int, train_config) -> Qwen25VLConfig:
+    """The model config saved with a training step (``model/config.json``); rebuilt from the experiment
+    config for steps saved before vtjax stored it."""
+    path = _checkpoints_dir(train_workdir) / str(step) / "model" / "config.json"
+    if not path.is_file():
+        return training_model_config(train_config)
+    return model_config(train_config, saved=json.loads(path.read_text()))
+
+
 def restore_training_params(train_workdir: str | os.PathLike, step: int | None = None):
     """(model config, params as host numpy arrays, step) of a training checkpoint; optimizer state unread."""
     step = _resolve_step(train_workdir, step)
     train_config = training_config(train_workdir, step)
-    model_cfg = training_model_config(train_config)
+    model_cfg = checkpoint_model_config(train_workdir, step, train_config)
     shapes = abstract_params(model_cfg)
     target = {"params": jax.tree_util.tree_map(lambda s: np.empty(s.shape, s.dtype), shapes)}
     restore_args = jax.tree_util.tree_map(lambda x: ocp.RestoreArgs(restore_type=np.ndarray), target)

@@ -70,3 +70,22 @@ def shuffle_videos(hf: dict, rng: np.random.Generator, *, channels: int = 3,
     out = dict(hf)
     out["pixel_values_videos"] = np.concatenate(parts + [pixels[start[-1]:]]).astype(pixels.dtype)
     return out, orders
+
+
+def shuffle_rows(rows: np.ndarray, grid_thw: np.ndarray, is_image: np.ndarray, rngs, *, channels: int = 3,
+                 temporal_patch: int = 2) -> np.ndarray:
+    """A batch's patch rows (collated order: item after item) with every video's frames permuted.
+
+    ``rngs``: one generator per item (image items draw nothing), so an item's order depends only on
+    its own generator, e.g. one seeded by (seed, step, global prompt index).
+    """
+    grids = np.asarray(grid_thw, np.int64).reshape(-1, 3)
+    start = np.concatenate([[0], np.cumsum(np.prod(grids, axis=1))])
+    parts = []
+    for item, (t, _, _) in enumerate(grids):
+        own = rows[start[item]:start[item + 1]]
+        if not bool(is_image[item]):
+            order = rngs[item].permutation(int(t) * temporal_patch)
+            own = permute_video_frames(own, int(t), order, channels=channels, temporal_patch=temporal_patch)
+        parts.append(own)
+    return np.concatenate(parts).astype(rows.dtype)

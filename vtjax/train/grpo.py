@@ -13,30 +13,36 @@ rollouts an uninterrupted one would.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import time
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vtjax.data import batching, pipeline
+from vtjax.data import pipeline
+from vtjax.data.batching import real_rows
 from vtjax.rl import bonuses as bonuses_lib
 from vtjax.rl import grpo as grpo_lib
 from vtjax.rl import rewards as rewards_lib
-from vtjax.sampling import generate
-from vtjax.train import grpo_config, loop
-from vtjax.train.batch import data_shard
+from vtjax.sampling import sample, sampling_settings
+from vtjax.train import grpo_config, loop, synthetic
+from vtjax.train.batch import BATCH_AXES, data_shard
 from vtjax.train.compile_log import CompileLog
 from vtjax.train.data import record_source
-from vtjax.train.frame_shuffle import shuffle_videos
-from vtjax.train.grpo_step import batch_logprobs_fn, make_grpo_step
+from vtjax.train.flops import peak_tflops, text_forward_flops, vision_forward_flops
+from vtjax.train.frame_shuffle import shuffle_rows
+from vtjax.train.grpo_step import batch_logprobs_fn, encode_fn, make_grpo_step, vision_trains
 from vtjax.train.loop import RunResult
+from vtjax.train.phases import PhaseClock
+from vtjax.train.rollout import RolloutPrompts, gather_blocks, host_copy
 from vtjax.train.rollout_batch import build_rollout_batch, place_rollout_batch
-from vtjax.train.state import init_state
-from vtjax.train import synthetic
+from vtjax.train.state import initial_params
+from vtjax.train.update import jit_update
 from vtjax.train.synthetic import SyntheticIterator
 
 log = logging.getLogger("vtjax.grpo")
+group_advantages = jax.jit(grpo_lib.group_advantages, static_argnames=("group_size", "scale", "eps"))
 
 
 class TokenIdText:
@@ -95,9 +101,14 @@ def completion_texts(tokenizer, tokens: np.ndarray, lengths: np.ndarray, stop_id
 
 
 class GrpoObjective:
-    """One GRPO step per prompt batch: rollouts, rewards, group advantages, ``rl.num_iterations`` updates."""
+    """One GRPO step per prompt batch: rollouts, rewards, group advantages, ``rl.num_iterations`` updates.
+
+    Every program runs over global arrays on the training mesh; each process decodes and scores the
+    completions of its own prompts, and the rewards are exchanged so advantages and logs are global.
+    """
 
     name = "grpo"
+    size_count = 3  # prompt length, patches, frame bucket
 
     def __init__(self, run: loop.Run):
         config, model_cfg = run.config, run.model_cfg
@@ -105,100 +116,143 @@ class GrpoObjective:
         self.run, self.config, self.model_cfg = run, config, model_cfg
         self.weights = grpo_config.reward_weights(config)
         self.reward_options = grpo_config.reward_options(config)
+        self.settings = sampling_settings(model_cfg, max_new_tokens=r.max_new_tokens, num_samples=r.group_size,
+                                          temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
+        self.stop_ids = self.settings.eos_token_ids + (self.settings.pad_token_id,)
+        self.prompts = RolloutPrompts(model_cfg, run.mesh, self.settings.pad_token_id)
+        self.prompts_per_block = t.batch_size // self.prompts.num_blocks
+        self.trains_vision = vision_trains(run.state.params, t.freeze)
         self.reference = None  # the frozen starting policy (k3 KL), when rl.beta > 0
         if r.beta > 0:
             if run.resumed_step is None:  # the run starts here: keep a copy the donated updates cannot touch
                 self.reference = jax.tree_util.tree_map(lambda x: x.copy(), run.state.params)
             else:
-                self.reference = init_state(model_cfg, run.tx, run.mesh, seed=config.seed,
-                                            init_from=config.model.init_from).params
-        self.eos = tuple(int(e) for e in (model_cfg.eos_token_id,) if e is not None)
-        self.stop_ids = self.eos + ((model_cfg.pad_token_id,) if model_cfg.pad_token_id is not None else ())
-        self.batch_shards = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
-        self.logprobs_fn = batch_logprobs_fn(model_cfg, t.loss_chunk)
-        self.update = jax.jit(make_grpo_step(model_cfg, run.tx, run.schedule, t, r), donate_argnums=0)
+                self.reference = initial_params(model_cfg, run.shardings.params, run.mesh, seed=config.seed,
+                                                init_from=config.model.init_from)
+        self.encode = encode_fn(model_cfg, t.freeze, self.prompts.feature_sharding(), with_pullback=False)
+        self.encode_with_pullback = encode_fn(model_cfg, t.freeze, self.prompts.feature_sharding(),
+                                              with_pullback=True)
+        self.logprobs_fn = batch_logprobs_fn(model_cfg, t.loss_chunk,
+                                             NamedSharding(run.mesh, P(None, BATCH_AXES)))
+        self.step_fns = {last: make_grpo_step(model_cfg, run.tx, run.schedule, t, r, last=last)
+                         for last in (False, True)}
+        self.compiled: dict = {}  # (batch, vision) tree structure -> jitted update
         self.compile_log = CompileLog("GRPO update step")
         self.first_step = int(jax.device_get(run.state.step))
+        self.peak = config.log.peak_tflops or peak_tflops(jax.devices()[0].device_kind)
 
     def local_sizes(self, raw: dict) -> np.ndarray:
-        del raw
-        return np.zeros(0, np.int64)  # one process: nothing to agree on besides stopping
+        return self.prompts.local_sizes(raw)
 
     def step(self, state, raw: dict, sizes: np.ndarray, step: int):
-        del sizes
         config, model_cfg, r, t = self.config, self.model_cfg, self.config.rl, self.config.train
-        tokenizer = self.run.data.tokenizer
-        hf, _ = batching.model_inputs(raw)
+        clock = PhaseClock()
+        host_prompts = self.prompts.host(raw, sizes)
+        prompts = self.prompts.to_global(host_prompts)
         if step == self.first_step:
-            log.info("sampling the first rollouts: compiling the sampler for prompt shapes %s",
-                     {k: tuple(np.shape(v)) for k, v in hf.items() if k.startswith(("input", "pixel"))})
-        start = time.perf_counter()
-        rollout = generate(model_cfg, state.params, **hf, max_new_tokens=r.max_new_tokens,
-                           num_samples=r.group_size, temperature=r.temperature, top_p=r.top_p,
-                           top_k=r.top_k, eos_token_ids=self.eos, seed=config.seed * 1_000_003 + step)
-        rollout_s = time.perf_counter() - start
-        texts = completion_texts(tokenizer, rollout["tokens"], rollout["lengths"], self.stop_ids)
-        recs = [{"solution": s, "problem_type": p}
-                for s, p in zip(raw["solution"], raw["problem_type"], strict=True)]
-        total, per_fn = rewards_lib.combine_rewards(texts, recs, self.weights, self.reward_options)
+            log.info("sampling the first rollouts: compiling the sampler for %d prompts of %d tokens, %d patches",
+                     config.train.batch_size, int(sizes[0]), int(sizes[1]) * self.prompts.num_blocks)
+        with clock("vision"):  # the step's one pass of the policy's tower (kept for its backward if it trains)
+            encode = self.encode_with_pullback if self.trains_vision else self.encode
+            encoded = jax.block_until_ready(encode(state.params, prompts.inputs.vision))
+            features, pullback = encoded if self.trains_vision else (encoded, None)
+        timings = {}
+        out = sample(model_cfg, state.params, prompts, self.settings, config.seed * 1_000_003 + step,
+                     features=features, rows=self.prompts.row_sharding(), timings=timings)
+        clock.add(prefill=timings["prefill_s"], decode=timings["decode_s"])
+        tokens, lengths = host_copy(out["tokens"]), host_copy(out["lengths"])  # all N rows, every process
+        mine = lambda x, g=r.group_size: self.prompts.local_rows(x, g, self.prompts_per_block)  # noqa: E731
+        with clock("reward"):
+            texts = completion_texts(self.run.data.tokenizer, mine(tokens), mine(lengths), self.stop_ids)
+            recs = [{"solution": s, "problem_type": p} for s, p in zip(raw["solution"], raw["problem_type"],
+                                                                       strict=True)]
+            total, per_fn = rewards_lib.combine_rewards(texts, recs, self.weights, self.reward_options)
         extra = {}
         if r.temporal_contrast or r.length_bonus > 0:
-            start = time.perf_counter()
-            videos = ~np.asarray(raw["is_image"], bool)  # image prompts get no shuffled rollout (Video-R1)
-            contrast = r.temporal_contrast and bool(videos.any())
-            shuffled = (shuffled_accuracy(config, model_cfg, state.params, hf, recs, tokenizer, self.eos,
-                                          self.stop_ids, step, self.reward_options) if contrast else None)
-            shuffled_s = time.perf_counter() - start
-            bonus, extra = step_bonuses(config, per_fn["accuracy"], rollout["lengths"], shuffled, videos)
-            if shuffled is not None:
-                extra["shuffled_rollout_s"] = shuffled_s
-            total = total + bonus
-        advantages = np.asarray(grpo_lib.group_advantages(total, r.group_size, r.advantage_scale, r.advantage_eps))
-        host = build_rollout_batch(model_cfg, raw, rollout["tokens"], rollout["lengths"], advantages,
-                                   group=r.group_size, micro_batches=t.micro_batches,
-                                   batch_shards=self.batch_shards, loss_agg=r.loss_agg)
-        batch = place_rollout_batch(host, self.run.mesh)
+            with clock("shuffled_rollout"):
+                shuffled = self._shuffled_accuracy(state.params, raw, sizes, recs, step)
+            with clock("reward"):
+                videos = ~np.asarray(raw["is_image"], bool)  # image prompts get no shuffled rollout (Video-R1)
+                bonus, extra = step_bonuses(config, per_fn["accuracy"], mine(lengths), shuffled, videos)
+                total = total + bonus
+        with clock("reward"):
+            columns = np.stack([total] + [np.asarray(v, np.float64) for v in per_fn.values()], axis=1)
+            every = gather_blocks(columns, self.prompts.block, self.prompts.num_blocks)  # [N, 1 + rewards]
+            advantages = jax.device_get(group_advantages(jax.device_put(every[:, 0].astype(np.float32)),
+                                                         group_size=r.group_size, scale=r.advantage_scale,
+                                                         eps=r.advantage_eps))
+            host = build_rollout_batch(model_cfg, host_prompts, raw, mine(tokens), mine(lengths), mine(advantages),
+                                       group=r.group_size, micro_batches=t.micro_batches)
+            batch = place_rollout_batch(host, self.run.mesh, self.prompts.num_blocks)
         if r.num_iterations > 1:
-            batch = batch.replace(old_logp=self.logprobs_fn(state.params, batch))
+            with clock("old_logp"):
+                batch = batch.replace(old_logp=jax.block_until_ready(self.logprobs_fn(state.params, batch, features)))
         if self.reference is not None:
-            batch = batch.replace(ref_logp=self.logprobs_fn(self.reference, batch))
+            with clock("ref_logp"):
+                ref_features = (self.encode(self.reference, prompts.inputs.vision) if self.trains_vision
+                                else features)  # a frozen tower is the reference's too
+                batch = batch.replace(ref_logp=jax.block_until_ready(
+                    self.logprobs_fn(self.reference, batch, ref_features)))
         self.compile_log.before(batch)
-        start = time.perf_counter()
-        for _ in range(r.num_iterations):
-            state, metrics = self.update(state, batch)
-        metrics = jax.device_get(metrics)
-        update_s = time.perf_counter() - start
+        with clock("update"):
+            for iteration in range(r.num_iterations):  # later iterations: params moved, encode again
+                inputs = (batch, prompts.inputs.vision, features, pullback if iteration == 0 else None)
+                last = iteration == r.num_iterations - 1
+                state, metrics = self._update_for(inputs, last)(state, *inputs)
+            metrics = jax.device_get(metrics)
         self.compile_log.after()
-        scalars = rollout_scalars(metrics, total, per_fn, rollout, rollout_s, update_s, r.num_iterations)
+        per_fn_all = {name: every[:, 1 + i] for i, name in enumerate(per_fn)}
+        scalars = rollout_scalars(metrics, every[:, 0], per_fn_all, lengths, clock, r.num_iterations)
         scalars.update(extra)
+        if self.peak:
+            flops = r.num_iterations * grpo_update_flops(model_cfg, raw, mine(lengths), self.trains_vision,
+                                                         self.prompts.num_blocks)
+            scalars["update_mfu"] = flops / (clock.seconds["update"] * jax.device_count() * self.peak * 1e12)
         return state, metrics, scalars
+
+    def _update_for(self, inputs: tuple, last: bool):
+        """The jitted update for this input layout (explicit shardings, state donated), compiled once."""
+        key = (jax.tree_util.tree_structure(inputs), last)
+        if key not in self.compiled:
+            shardings = jax.tree_util.tree_map(lambda x: x.sharding, inputs)
+            self.compiled[key] = jit_update(self.step_fns[last], self.run.shardings, shardings, self.run.mesh)
+        return self.compiled[key]
+
+    def _shuffled_accuracy(self, params, raw, sizes, recs, step) -> np.ndarray | None:
+        """T-GRPO's contrast rollout: accuracy [B_local * S] of each of this process's prompts sampled on its
+        frames in random order, or None when the batch has no video.
+
+        Frame orders derive from (seed, step, global prompt), the sampling seed from (seed, step): a resumed
+        run, or one on another number of processes, draws the same ones. Only the accuracy is kept.
+        """
+        config, v = self.config, self.model_cfg.vision
+        videos = ~np.asarray(raw["is_image"], bool)
+        if not (config.rl.temporal_contrast and bool(gather_blocks(videos, self.prompts.block,
+                                                                   self.prompts.num_blocks).any())):
+            return None
+        first = self.prompts.block * self.prompts_per_block
+        rngs = [np.random.default_rng([config.seed, step, first + i]) for i in range(len(videos))]
+        rows = shuffle_rows(real_rows(raw), raw["grid_thw"], raw["is_image"], rngs, channels=v.in_channels,
+                            temporal_patch=v.temporal_patch_size)
+        prompts = self.prompts(raw, sizes, vision_rows=rows)
+        group = grpo_config.temporal_group_size(config)
+        settings = dataclasses.replace(self.settings, num_samples=group)
+        seed = int(np.random.SeedSequence([config.seed, step, 1]).generate_state(1)[0] % 2**31)
+        features = self.encode(params, prompts.inputs.vision)
+        out = sample(self.model_cfg, params, prompts, settings, seed, features=features,
+                     rows=self.prompts.row_sharding())
+        mine = lambda x: self.prompts.local_rows(host_copy(x), group, self.prompts_per_block)  # noqa: E731
+        texts = completion_texts(self.run.data.tokenizer, mine(out["tokens"]), mine(out["lengths"]), self.stop_ids)
+        _, per_fn = rewards_lib.combine_rewards(texts, recs, {"accuracy": 1.0}, self.reward_options)
+        return np.asarray(per_fn["accuracy"])
 
 
 def run(config, workdir: str) -> RunResult:
     """Trains ``config`` (a GRPO ConfigDict) with checkpoints and logs under ``workdir``."""
     sizes = grpo_config.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
-    grpo_config.reward_weights(config)  # bad reward names fail before any data is read
     setup = loop.setup(config, workdir, mesh_sizes=sizes, defaults=grpo_config.grpo_defaults().to_dict(),
-                       load_data=grpo_data)
-    return loop.train(setup, GrpoObjective(setup), local_size_count=0)
-
-
-def shuffled_accuracy(config, model_cfg, params, hf, recs, tokenizer, eos, stop_ids, step, reward_options):
-    """T-GRPO's contrast rollout: accuracy [P * S] of each prompt sampled on its frames in random order.
-
-    Frame orders and the sampling seed derive from (seed, step), so a resumed run draws the same ones.
-    Only the accuracy is kept; the update uses the ordered rollouts alone.
-    """
-    r, v = config.rl, model_cfg.vision
-    shuffled_hf, _ = shuffle_videos(hf, np.random.default_rng([config.seed, step]), channels=v.in_channels,
-                                    temporal_patch=v.temporal_patch_size)
-    seed = int(np.random.SeedSequence([config.seed, step, 1]).generate_state(1)[0] % 2**31)
-    out = generate(model_cfg, params, **shuffled_hf, max_new_tokens=r.max_new_tokens,
-                   num_samples=grpo_config.temporal_group_size(config), temperature=r.temperature, top_p=r.top_p,
-                   top_k=r.top_k, eos_token_ids=eos, seed=seed)
-    texts = completion_texts(tokenizer, out["tokens"], out["lengths"], stop_ids)
-    _, per_fn = rewards_lib.combine_rewards(texts, recs, {"accuracy": 1.0}, reward_options)
-    return per_fn["accuracy"]
+                       load_data=grpo_data, updates_per_step=config.rl.num_iterations)
+    return loop.train(setup, GrpoObjective(setup))
 
 
 def step_bonuses(config, accuracy, lengths, shuffled, videos=None) -> tuple[np.ndarray, dict]:
@@ -224,15 +278,26 @@ def step_bonuses(config, accuracy, lengths, shuffled, videos=None) -> tuple[np.n
     return bonus, scalars
 
 
-def rollout_scalars(metrics, total, per_fn, rollout, rollout_s, update_s, iterations) -> dict:
-    """Host scalars of one GRPO step for the logger."""
-    generated = float(np.sum(rollout["lengths"]))
+def rollout_scalars(metrics, total, per_fn, lengths, clock: "PhaseClock", iterations) -> dict:
+    """Host scalars of one GRPO step for the logger (rewards and lengths over all N rows).
+
+    Phase seconds (``<phase>_s``) and their share of the step (``<phase>_share``), rollout and update
+    throughput, and ``decode_finished_fraction``: the share of decode row-steps spent on rows that had
+    already emitted their EOS (the loop runs until the longest row ends).
+    """
+    lengths = np.asarray(lengths)
+    generated = float(np.sum(lengths))
     out = {k: float(metrics[k]) for k in ("loss", "grad_norm", "lr", "kl", "clip_fraction", "entropy", "ratio")}
+    rollout_s = clock.seconds.get("prefill", 0.0) + clock.seconds.get("decode", 0.0)
+    update_s = clock.seconds["update"]
     out.update(reward_mean=float(np.mean(total)), reward_std=float(np.std(total)),
-               completion_length=float(np.mean(rollout["lengths"])), rollout_s=rollout_s, update_s=update_s,
+               completion_length=float(np.mean(lengths)), rollout_s=rollout_s,
                rollout_tokens_per_s=generated / max(rollout_s, 1e-9),
-               tokens_per_s=generated / max(rollout_s + update_s, 1e-9),  # completions per step second
-               update_tokens_per_s=iterations * float(metrics["tokens"]) / max(update_s, 1e-9))
+               tokens_per_s=generated / max(clock.total(), 1e-9),  # completions per step second
+               update_tokens_per_s=iterations * float(metrics["tokens"]) / max(update_s, 1e-9),
+               decode_finished_fraction=1.0 - generated / max(lengths.size * float(lengths.max()), 1.0),
+               step_time_s=clock.total())
+    out.update(clock.scalars())
     for name, values in per_fn.items():
         out[f"reward_{name}"] = float(np.mean(values))
     if "accuracy" in per_fn:
@@ -240,3 +305,18 @@ def rollout_scalars(metrics, total, per_fn, rollout, rollout_s, update_s, iterat
     if "format" in per_fn:
         out["format_rate"] = float(np.mean(np.asarray(per_fn["format"]) >= 1.0))
     return out
+
+
+def grpo_update_flops(config, raw, lengths, trains_vision: bool, num_blocks: int) -> float:
+    """Model FLOPs of one GRPO update: every row's real tokens through the decoder (forward + backward)
+    and, when the tower trains, the step's videos through it once (forward + backward).
+
+    ``raw`` / ``lengths``: this process's prompts and completion lengths; the other processes' blocks
+    are counted as the same size (an estimate for the log, not a measurement).
+    """
+    prompt_tokens = np.asarray(raw["attention_mask"]).sum(axis=1)  # [B_local]
+    rows = np.repeat(prompt_tokens, len(lengths) // len(prompt_tokens)) + np.asarray(lengths)
+    flops = 3 * text_forward_flops(config, rows) * num_blocks
+    if trains_vision:
+        flops += 3 * vision_forward_flops(config, raw["grid_thw"]) * num_blocks
+    return flops

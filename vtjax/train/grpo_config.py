@@ -7,6 +7,8 @@ and completion length follow Video-R1 (G=8, 1.0, 0.95, 768).
 
 from __future__ import annotations
 
+import importlib
+
 import ml_collections
 
 from vtjax.rl import grpo as grpo_lib
@@ -38,6 +40,7 @@ def grpo_defaults() -> ml_collections.ConfigDict:
     c.rl.clip = True  # False: plain ratio * advantage, as Video-R1
     c.rl.num_iterations = 1  # updates per batch of rollouts
     c.rl.reward_weights = "accuracy=1.0,format=1.0"  # name=weight from vtjax.rl.rewards.REWARDS
+    c.rl.reward_modules = ""  # comma-separated modules imported first; they register rewards (docs/rl.md)
     c.rl.reward_rules = "video_r1"  # video_r1 | lenient: accuracy rules (Video-R1's as released; docs/rl.md)
     c.rl.time_format = "mm:ss"  # mm:ss | long: <time> stamps the format reward accepts (long: MMM:SS, HH:MM:SS)
     c.rl.advantage_scale = "group"  # group | batch | none: what the centred reward is divided by
@@ -54,8 +57,19 @@ def grpo_defaults() -> ml_collections.ConfigDict:
     return c
 
 
+def import_reward_modules(config) -> None:
+    """Imports ``rl.reward_modules`` (each registers its rewards with ``vtjax.rl.rewards.register_reward``)."""
+    for name in config_lib.split_list(config.rl.get("reward_modules", "")):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ConfigError(f"rl.reward_modules: cannot import {name!r} ({e}); put its directory on "
+                              "PYTHONPATH") from e
+
+
 def reward_weights(config) -> dict[str, float]:
     """``"accuracy=1,format=0.5"`` -> {"accuracy": 1.0, "format": 0.5}, names checked."""
+    import_reward_modules(config)
     weights = {}
     for item in config_lib.split_list(config.rl.reward_weights):
         name, _, value = item.partition("=")
@@ -117,15 +131,16 @@ def _validate_bonuses(config, weights: dict[str, float]):
 
 def validate(config, *, num_devices: int, process_count: int = 1) -> dict[str, int]:
     """The SFT checks, then the rl fields; returns the mesh sizes."""
-    if process_count > 1:
-        raise ConfigError("GRPO runs on one host for now (rollouts gather prompts on the host); "
-                          "launch it on a single multi-device host")
     r = config.rl
     if r.group_size < 1:
         raise ConfigError(f"rl.group_size={r.group_size} must be at least 1")
     b, g = config.train.batch_size, r.group_size
     rows = (f"train.batch_size*rl.group_size={b}*{g}={b * g}", b * g)  # the update runs over all completions
     sizes = config_lib.validate(config, num_devices=num_devices, process_count=process_count, rows=rows)
+    if b % process_count:
+        raise ConfigError(f"train.batch_size={b} prompts do not split over the {process_count} processes (a "
+                          f"prompt's group is sampled and scored on one process); make it a multiple of "
+                          f"{process_count}")
     if r.group_size < 2 and r.advantage_scale == "group":
         raise ConfigError(f"rl.group_size={r.group_size}: group advantages need at least 2 samples per prompt")
     for name in ("max_new_tokens", "num_iterations"):

@@ -1,8 +1,13 @@
-"""Jitted GRPO pieces: per-token log-probs of a rollout batch, and the update step.
+"""Jitted GRPO pieces: the step's vision pass, per-token log-probs of a rollout batch, and the update.
 
-The update accumulates gradients over the micro-batch axis; micro-batch m's
-loss is weighted by its ``share`` of the aggregation (completions or tokens),
-so M slices give exactly the gradient of the loss over all N completions.
+Everything takes the step's prompt features [Mp, E] (the vision tower's
+output, encoded once per step) instead of pixels. When the tower trains, the
+encode program also returns its pullback (``jax.vjp``'s residuals, a pytree
+that crosses program boundaries): the update sends the gradient of the loss
+with respect to the features back through it, so the tower's forward runs
+once per step and its backward once, whatever the micro-batching. Later
+updates on the same rollouts (``rl.num_iterations`` > 1) see new params and
+encode again inside the update.
 """
 
 from __future__ import annotations
@@ -10,22 +15,50 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding
 
 from vtjax.models.qwen2_5_vl import Qwen25VL, Qwen25VLConfig
+from vtjax.models.qwen2_5_vl.vision import VisionInputs
 from vtjax.ops.logprobs import chunked_token_logprobs
 from vtjax.rl.grpo import grpo_loss
+from vtjax.train import update
 from vtjax.train.optimizer import frozen_mask
-from vtjax.train.rollout_batch import RolloutBatch
+from vtjax.train.rollout_batch import RolloutBatch, loss_shares
 from vtjax.train.state import TrainState
 
 
-def policy_logprobs_fn(model_cfg: Qwen25VLConfig, chunk: int):
-    """``(params, inputs, targets) -> [b, L]`` float32 log-prob of each target (one micro-batch)."""
+def encode_fn(model_cfg: Qwen25VLConfig, freeze: str, features: NamedSharding, with_pullback: bool):
+    """Jitted ``(params, VisionInputs) -> features [Mp, E]`` (row-sharded), or ``(features, pullback)``:
+    the pullback maps a features cotangent to the gradient of ``params["visual"]``."""
     model = Qwen25VL(model_cfg)
 
-    def logprobs(params, inputs, targets):
+    def encode(params, vision):
+        return model.apply({"params": update.freeze(params, freeze)}, vision, method=Qwen25VL.encode_vision)
+
+    def encode_with_pullback(params, vision):
+        return jax.vjp(lambda visual: encode({**params, "visual": visual}, vision), params["visual"])
+
+    if with_pullback:
+        return jax.jit(encode_with_pullback, out_shardings=(features, None))
+    return jax.jit(encode, out_shardings=features)
+
+
+def vision_trains(params, freeze: str) -> bool:
+    """Whether any vision-tower parameter is trained (not named in ``train.freeze``)."""
+    mask = frozen_mask(params, freeze)
+    return any(not frozen for frozen in jax.tree_util.tree_leaves(mask["visual"]))
+
+
+def policy_logprobs_fn(model_cfg: Qwen25VLConfig, chunk: int):
+    """``(params, inputs, targets, features) -> [b, L]`` float32 log-prob of each target (one micro-batch).
+
+    ``features`` [Mp, E]: the vision features ``inputs.vision_gather`` indexes (None: encode ``inputs.vision``).
+    """
+    model = Qwen25VL(model_cfg)
+
+    def logprobs(params, inputs, targets, features=None):
         variables = {"params": params}
-        x = model.apply(variables, inputs, method=Qwen25VL.embed)
+        x = model.apply(variables, inputs, features, method=Qwen25VL.embed)
         hidden = model.apply(variables, x, inputs.position_ids, inputs.segment_ids, method=Qwen25VL.decode)
         return chunked_token_logprobs(lambda h: model.apply(variables, h, method=Qwen25VL.logits),
                                       hidden, targets, chunk)
@@ -33,53 +66,71 @@ def policy_logprobs_fn(model_cfg: Qwen25VLConfig, chunk: int):
     return logprobs
 
 
-def batch_logprobs_fn(model_cfg: Qwen25VLConfig, chunk: int):
-    """Jitted ``(params, RolloutBatch) -> [M, b, L]`` log-probs, no gradient (old / reference policy)."""
+def batch_logprobs_fn(model_cfg: Qwen25VLConfig, chunk: int, rows: NamedSharding | None = None):
+    """Jitted ``(params, RolloutBatch, features) -> [M, b, L]`` log-probs, no gradient (old / reference policy).
+
+    ``rows``: the output's sharding (rows over the batch axes, like the batch's weights).
+    """
     logprobs = policy_logprobs_fn(model_cfg, chunk)
 
-    def run(params, batch: RolloutBatch):
-        return jax.lax.map(lambda xs: logprobs(params, *xs), (batch.inputs, batch.targets))
+    def run(params, batch: RolloutBatch, features):
+        return jax.lax.map(lambda xs: logprobs(params, *xs, features), (batch.inputs, batch.targets))
 
-    return jax.jit(run)
+    return jax.jit(run) if rows is None else jax.jit(run, out_shardings=rows)
 
 
 def make_grpo_step(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                   train_cfg, rl_cfg):
-    """The un-jitted update ``(state, RolloutBatch) -> (state, metrics)``."""
+                   train_cfg, rl_cfg, *, last: bool = True):
+    """The un-jitted update ``(state, RolloutBatch, VisionInputs, features, pullback) -> (state, metrics)``.
+
+    ``features``: the prompts' features from ``encode_fn`` with ``state.params``; ``pullback``: its
+    pullback when the tower trains, or None, which makes a training tower encode again here (the params
+    moved since the features were made, or the caller kept no pullback). ``last``: this is a step's last
+    update (``rl.num_iterations``), which advances ``state.step``.
+    """
+    model = Qwen25VL(model_cfg)
     logprobs = policy_logprobs_fn(model_cfg, train_cfg.loss_chunk)
     clip = dict(clip_eps_low=rl_cfg.clip_eps_low, clip_eps_high=rl_cfg.clip_eps_high) if rl_cfg.clip \
         else dict(clip_eps_low=None, clip_eps_high=None)
     token_norm = float(rl_cfg.max_new_tokens) if rl_cfg.loss_agg == "seq-mean-token-sum-norm" else None
 
-    def micro_loss(params, mb: RolloutBatch):
-        if train_cfg.freeze:
-            mask = frozen_mask(params, train_cfg.freeze)
-            params = jax.tree_util.tree_map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, mask)
-        logp = logprobs(params, mb.inputs, mb.targets)  # [b, L]
+    def encode(params, vision):
+        return model.apply({"params": update.freeze(params, train_cfg.freeze)}, vision,
+                           method=Qwen25VL.encode_vision)
+
+    def micro_loss(params, features, mb: RolloutBatch, share):
+        logp = logprobs(update.freeze(params, train_cfg.freeze), mb.inputs, mb.targets, features)  # [b, L]
         old = mb.old_logp if mb.old_logp is not None else jax.lax.stop_gradient(logp)
         loss, metrics = grpo_loss(logp, old, mb.ref_logp, mb.advantages, mb.weights, beta=rl_cfg.beta,
                                   agg=rl_cfg.loss_agg, token_norm=token_norm, **clip)
-        return loss * mb.share, {k: v * mb.share for k, v in metrics.items()}
+        return loss * share, {k: v * share for k, v in metrics.items()}
 
-    def step(state: TrainState, batch: RolloutBatch):
-        grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+    def step(state: TrainState, batch: RolloutBatch, vision: VisionInputs, features, pullback=None):
+        shares = loss_shares(batch.weights, rl_cfg.loss_agg)  # [M]
+        trains_vision = vision_trains(state.params, train_cfg.freeze)
+        if trains_vision and pullback is None:  # encode with these params, keeping the way back
+            features, pullback = jax.vjp(lambda visual: encode({**state.params, "visual": visual}, vision),
+                                         state.params["visual"])
+        if trains_vision:  # accumulate the features' gradient in float32 whatever the compute dtype
+            feature_dtype, features = features.dtype, features.astype(jnp.float32)
+        grad_fn = jax.value_and_grad(micro_loss, argnums=(0, 1) if trains_vision else 0, has_aux=True)
 
-        def body(acc, mb):
-            (loss, metrics), grads = grad_fn(state.params, mb)
-            return jax.tree_util.tree_map(jnp.add, acc, grads), (loss, metrics)
+        def micro_grads(xs):
+            mb, share = xs
+            (loss, metrics), grads = grad_fn(state.params, features, mb, share)
+            return grads, (loss, metrics)
 
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
-        grads, (losses, metrics) = jax.lax.scan(body, zeros, batch)
+        grads_like = (state.params, features) if trains_vision else state.params
+        grads, (losses, metrics) = update.accumulate(micro_grads, grads_like, (batch, shares))
+        if trains_vision:
+            grads, feature_grads = grads
+            (visual,) = pullback(feature_grads.astype(feature_dtype))
+            grads = {**grads, "visual": jax.tree_util.tree_map(jnp.add, grads["visual"], visual)}
         loss = jnp.sum(losses)
-        grad_norm = optax.global_norm(grads)
-        updates, new_opt = tx.update(grads, state.opt_state, state.params)
-        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        updates = jax.tree_util.tree_map(lambda u: jnp.where(ok, u, jnp.zeros_like(u)), updates)
-        params = optax.apply_updates(state.params, updates)
-        opt_state = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), new_opt, state.opt_state)
+        new_state, applied = update.apply(state, grads, loss, tx, advance=int(last))
         out = {k: jnp.sum(v) for k, v in metrics.items()}
-        out.update(loss=loss, grad_norm=grad_norm, lr=schedule(state.step), finite=ok,
+        out.update(loss=loss, lr=schedule(state.step), **applied,
                    tokens=jnp.sum(batch.inputs.segment_ids > 0).astype(jnp.float32))
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), out
+        return new_state, out
 
     return step

@@ -17,6 +17,7 @@ trained on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -25,7 +26,6 @@ from typing import Any, Protocol
 import jax
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from vtjax import errors
@@ -33,6 +33,7 @@ from vtjax.models.qwen2_5_vl import Qwen25VLConfig
 from vtjax.train import resume
 from vtjax.train.checkpoint import Checkpointer
 from vtjax.train.metrics import MetricsLogger
+from vtjax.train.processes import agree
 from vtjax.train.optimizer import lr_schedule, make_optimizer, warmup_steps_for
 from vtjax.train.sharding import make_mesh
 from vtjax.train.signals import StopFlag
@@ -92,11 +93,17 @@ class Run:
     def model_cfg(self) -> Qwen25VLConfig:
         return self.data.model_cfg
 
+    @property
+    def model_json(self) -> dict:
+        """The resolved model as a Hub config.json, saved with every checkpoint."""
+        return self.model_cfg.to_hf_dict()
+
 
 class Objective(Protocol):
     """One optimizer step's work on one data batch."""
 
     name: str  # the progress bar's label
+    size_count: int  # length of local_sizes' result (a process whose data ran out agrees with zeros)
 
     def local_sizes(self, raw: dict) -> np.ndarray:
         """int64 [k] padded sizes this process's batch needs; the step gets the max over processes."""
@@ -116,13 +123,14 @@ def num_train_steps(config, examples_per_epoch: int) -> int:
 
 
 def setup(config, workdir: str, *, mesh_sizes: dict, defaults: dict,
-          load_data: Callable[[Any, Qwen25VLConfig, Mesh], TrainData]) -> Run:
+          load_data: Callable[[Any, Qwen25VLConfig, Mesh], TrainData], updates_per_step: int = 1) -> Run:
     """Checks the workdir against the saved config, builds the mesh, data, optimizer and state.
 
     Args:
       mesh_sizes: {"data", "fsdp", "tensor"} from the mode's validation.
       defaults: the mode's default config as a dict (resume reports changes against it).
       load_data: (config, model config, mesh) -> this process's TrainData.
+      updates_per_step: optimizer updates per training step (GRPO's rl.num_iterations).
     """
     if jax.config.jax_compilation_cache_dir:
         log.info("compilation cache: %s (shared only by runs with the same XLA flags, versions and devices)",
@@ -135,13 +143,14 @@ def setup(config, workdir: str, *, mesh_sizes: dict, defaults: dict,
     data = load_data(config, model_config(config), mesh)
     total_steps = num_train_steps(config, data.examples_per_epoch)
     t = config.train
-    tx = make_optimizer(t, param_shapes(data.model_cfg), total_steps)
+    tx = make_optimizer(t, param_shapes(data.model_cfg), total_steps, updates_per_step)
     shapes = abstract_state(data.model_cfg, tx)
     shardings = state_shardings(data.model_cfg, tx, mesh, shapes)
     schedule = lr_schedule(t.lr, total_steps, warmup_steps_for(t, total_steps), t.end_lr_ratio)
     resumed_step = None
     if resume_from is not None:
         resumed_step, state, data_state = resume.restore_newest(ckpt, with_shardings(shapes, shardings))
+        resume.check_model_config(ckpt.read_model_config(resumed_step), data.model_cfg.to_hf_dict(), resumed_step)
         data.iterator.set_state(data_state)
         log.info("resumed from %s/%d", ckpt.directory, resumed_step)
     else:
@@ -150,23 +159,11 @@ def setup(config, workdir: str, *, mesh_sizes: dict, defaults: dict,
                tx=tx, schedule=schedule, shardings=shardings, state=state, resumed_step=resumed_step)
 
 
-def agree(local: np.ndarray, stop: int) -> tuple[np.ndarray, int]:
-    """Elementwise max over processes of this process's sizes and stop code."""
-    mine = np.concatenate([np.asarray(local, np.int64).reshape(-1), [int(stop)]]).astype(np.int64)
-    if jax.process_count() > 1:
-        mine = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, mine.size).max(axis=0)
-    return mine[:-1], int(mine[-1])
-
-
-def train(run: Run, objective: Objective, *, local_size_count: int) -> RunResult:
-    """Runs ``objective`` from ``run.state`` to ``run.total_steps`` (or a stop), checkpointing and logging.
-
-    ``local_size_count`` is the length of ``objective.local_sizes``' result (a process whose data ran out
-    still takes part in the agreement with zeros).
-    """
+def train(run: Run, objective: Objective) -> RunResult:
+    """Runs ``objective`` from ``run.state`` to ``run.total_steps`` (or a stop), checkpointing and logging."""
     config, ckpt, iterator = run.config, run.ckpt, run.data.iterator
     state = run.state
-    step = int(jax.device_get(state.step))
+    step = first_step = int(jax.device_get(state.step))
     logger = MetricsLogger(ckpt.workdir, every_steps=config.log.every_steps, total_steps=run.total_steps,
                            start_step=step, progress_bar=config.log.progress_bar, name=objective.name)
     saved_step, status, scalars, skipped = run.resumed_step, "done", {}, 0
@@ -176,14 +173,15 @@ def train(run: Run, objective: Objective, *, local_size_count: int) -> RunResult
         with StopFlag() as stop_flag:
             while step < run.total_steps:
                 raw = next(iterator, None)
-                local = objective.local_sizes(raw) if raw is not None else np.zeros(local_size_count, np.int64)
+                local = objective.local_sizes(raw) if raw is not None else np.zeros(objective.size_count, np.int64)
                 code = (StopCode.PREEMPTED if stop_flag.requested
                         else StopCode.EXHAUSTED if raw is None else StopCode.GO_ON)
                 sizes, code = agree(local, code)
                 if code:
                     status = "preempted" if code == StopCode.PREEMPTED else "data_exhausted"
                     break
-                state, metrics, scalars = objective.step(state, raw, sizes, step)
+                with steady_state_guard(step > first_step):
+                    state, metrics, scalars = objective.step(state, raw, sizes, step)
                 data_state = iterator.get_state()
                 step += 1
                 if not metrics["finite"]:
@@ -199,15 +197,22 @@ def train(run: Run, objective: Objective, *, local_size_count: int) -> RunResult
                 scalars["updates_skipped"] = float(not metrics["finite"])
                 data_skipped += scalars["data_skipped"]
                 logger.step(step, scalars)
-                if ckpt.save(step, state, data_state, run.config_dict):
+                if ckpt.save(step, state, data_state, run.config_dict, run.model_json):
                     saved_step = step
             if saved_step != step:  # data_state: before any batch fetched but not trained on
-                ckpt.save(step, state, data_state, run.config_dict, force=True)
+                ckpt.save(step, state, data_state, run.config_dict, run.model_json, force=True)
     finally:
         ckpt.close()
         logger.flush(step)
         logger.close()
     return RunResult(step=step, status=status, last_metrics=scalars, skipped_updates=skipped)
+
+
+def steady_state_guard(on: bool):
+    """``jax.transfer_guard("disallow")`` after the first step: a host <-> device copy that is not
+    explicit (``device_put``, ``make_array_from_*``, ``device_get``) raises instead of silently slowing
+    every step. The first step is left free: compiling places constants as it likes."""
+    return jax.transfer_guard("disallow") if on else contextlib.nullcontext()
 
 
 def _data_skipped(iterator) -> float:

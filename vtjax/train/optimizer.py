@@ -67,10 +67,15 @@ def _warn_clamped(warmup: int, num_steps: int) -> None:
                 "train.warmup_ratio", warmup, num_steps, num_steps)
 
 
-def make_optimizer(train_cfg, params, num_steps: int) -> optax.GradientTransformation:
-    """The optimizer of ``train_cfg`` (the ``config.train`` block) for ``params`` (arrays or shapes)."""
-    schedule = lr_schedule(train_cfg.lr, num_steps, warmup_steps_for(train_cfg, num_steps),
+def make_optimizer(train_cfg, params, num_steps: int, updates_per_step: int = 1) -> optax.GradientTransformation:
+    """The optimizer of ``train_cfg`` (the ``config.train`` block) for ``params`` (arrays or shapes).
+
+    ``updates_per_step``: optimizer updates in one training step (GRPO's ``rl.num_iterations``); the
+    learning rate follows the step, so the updates of one step share it.
+    """
+    per_step = lr_schedule(train_cfg.lr, num_steps, warmup_steps_for(train_cfg, num_steps),
                            train_cfg.end_lr_ratio)
+    schedule = per_step if updates_per_step == 1 else (lambda count: per_step(count // updates_per_step))
     parts = []
     if train_cfg.max_grad_norm > 0:
         parts.append(optax.clip_by_global_norm(train_cfg.max_grad_norm))

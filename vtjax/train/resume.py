@@ -128,6 +128,18 @@ def check_workdir(ckpt: Checkpointer, config: dict, *, resume: bool = True,
     return None
 
 
+def check_model_config(saved: dict | None, built: dict, step: int) -> None:
+    """Refuses to resume when the model this run built differs from the one saved with ``step`` (e.g. a
+    tokenizer with other special ids); steps saved before the model config was stored pass."""
+    if saved is None or saved == built:
+        return
+    changed = [f"{key}: {saved.get(key)!r} -> {built.get(key)!r}" for key in sorted(set(saved) | set(built))
+               if saved.get(key) != built.get(key)]
+    raise errors.CheckpointError(f"the model this run builds differs from the one saved with step {step} "
+                                 f"({'; '.join(changed)}); resume with the config (and tokenizer) that wrote it, "
+                                 "or use a new --workdir")
+
+
 def restore_newest(ckpt: Checkpointer, target: TrainState) -> tuple[int, TrainState, dict]:
     """(step, state, this process's data-iterator state) of the newest checkpoint that restores whole.
 

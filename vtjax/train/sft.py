@@ -27,6 +27,7 @@ class SftObjective:
     """One SFT optimizer step per data batch."""
 
     name = "sft"
+    size_count = 3  # text length, patches per micro-batch, frame bucket
 
     def __init__(self, run: loop.Run):
         t = run.config.train
@@ -76,4 +77,4 @@ def run(config, workdir: str) -> RunResult:
     sizes = config_lib.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
     setup = loop.setup(config, workdir, mesh_sizes=sizes, defaults=config_lib.sft_defaults().to_dict(),
                        load_data=sft_data)
-    return loop.train(setup, SftObjective(setup), local_size_count=3)
+    return loop.train(setup, SftObjective(setup))

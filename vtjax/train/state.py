@@ -30,16 +30,20 @@ class TrainState:
     opt_state: Any  # optax state (moments sharded like the params)
 
 
-def model_config(config) -> Qwen25VLConfig:
-    """The Qwen25VLConfig of ``config.model``: the checkpoint's own config.json, or a preset."""
+def model_config(config, saved: dict | None = None) -> Qwen25VLConfig:
+    """The Qwen25VLConfig of ``config.model``: ``saved`` (a training checkpoint's config.json) when given,
+    else ``init_from``'s own config.json, else a preset; runtime fields (dtypes, remat, attention) from
+    ``config.model``."""
     m = config.model
     runtime = dict(dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=m.scan_layers,
                    remat_policy=m.remat_policy)
-    if m.init_from:
+    if saved is not None:
+        cfg = Qwen25VLConfig.from_hf_dict(saved, **runtime)
+    elif m.init_from:
         from vtjax.convert.orbax_io import read_checkpoint_config  # pylint: disable=import-outside-toplevel
 
         cfg = read_checkpoint_config(m.init_from, **runtime)
-    else:
+    else:  # a preset (its special ids may still change to a tokenizer's: train.data)
         cfg = Qwen25VLConfig.preset(m.preset, **runtime)
     return cfg.replace(vision=dataclasses.replace(cfg.vision, attention_impl=m.attention_impl),
                        text=dataclasses.replace(cfg.text, attention_impl=m.attention_impl))
@@ -103,16 +107,19 @@ def init_state(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation, mesh
                init_from: str = "") -> TrainState:
     """A fresh state placed in its sharding: random params from ``seed``, or restored from ``init_from``."""
     shardings = state_shardings(model_cfg, tx, mesh)
+    params = initial_params(model_cfg, shardings.params, mesh, seed=seed, init_from=init_from)
+    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), shardings.step)
+    return TrainState(step=step, params=params, opt_state=opt_state)
+
+
+def initial_params(model_cfg: Qwen25VLConfig, param_shardings, mesh: Mesh, *, seed: int, init_from: str = ""):
+    """The run's starting params in ``param_shardings`` (GRPO's frozen reference is these)."""
     if init_from:
         from vtjax.convert.orbax_io import restore_params  # pylint: disable=import-outside-toplevel
 
         params = restore_params(init_from, mesh=mesh, config=model_cfg)
         dtype = jnp.dtype(model_cfg.param_dtype)
-        params = jax.jit(lambda p: jax.tree_util.tree_map(lambda x: x.astype(dtype), p),
-                         out_shardings=shardings.params, donate_argnums=0)(params)
-    else:
-        params = jax.jit(functools.partial(_init_params, model_cfg),
-                         out_shardings=shardings.params)(jax.random.PRNGKey(seed))
-    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
-    step = jax.device_put(jnp.zeros((), jnp.int32), shardings.step)
-    return TrainState(step=step, params=params, opt_state=opt_state)
+        return jax.jit(lambda p: jax.tree_util.tree_map(lambda x: x.astype(dtype), p),
+                       out_shardings=param_shardings, donate_argnums=0)(params)
+    return jax.jit(functools.partial(_init_params, model_cfg), out_shardings=param_shardings)(jax.random.PRNGKey(seed))

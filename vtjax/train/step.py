@@ -1,4 +1,4 @@
-"""The jitted SFT step: gradient accumulation over micro-batches, clipping, AdamW, non-finite guard.
+"""The jitted SFT step: the next-token loss under the shared update (``update``: accumulation, guard, apply).
 
 The loss is the token mean over the whole global batch: every micro-batch
 contributes ``sum(ce) / total_target_tokens``, so accumulating M slices gives
@@ -16,7 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from vtjax.models.qwen2_5_vl import Qwen25VL, Qwen25VLConfig
 from vtjax.train.batch import BATCH_AXES, TrainBatch
 from vtjax.train.loss import chunked_cross_entropy
-from vtjax.train.optimizer import frozen_mask
+from vtjax.train import update
 from vtjax.train.state import TrainState
 
 
@@ -29,9 +29,7 @@ def loss_and_grads(model_cfg: Qwen25VLConfig, mesh: Mesh | None, *, loss_chunk: 
         return x if rows is None else jax.lax.with_sharding_constraint(x, rows)
 
     def micro_loss(params, mb: TrainBatch, total):
-        if freeze:
-            mask = frozen_mask(params, freeze)
-            params = jax.tree_util.tree_map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, mask)
+        params = update.freeze(params, freeze)
         variables = {"params": params}
         x = constrain(model.apply(variables, mb.inputs, method=Qwen25VL.embed))  # [b, L, E]
         hidden = model.apply(variables, x, mb.inputs.position_ids, mb.inputs.segment_ids,
@@ -44,12 +42,11 @@ def loss_and_grads(model_cfg: Qwen25VLConfig, mesh: Mesh | None, *, loss_chunk: 
         total = jnp.maximum(jnp.sum(batch.weights), 1.0)  # target tokens of the global batch
         grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
-        def body(acc, mb):
+        def micro_grads(mb):
             (_, ce_sum), grads = grad_fn(params, mb, total)
-            return jax.tree_util.tree_map(jnp.add, acc, grads), ce_sum
+            return grads, ce_sum
 
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        grads, ce_sums = jax.lax.scan(body, zeros, batch)
+        grads, ce_sums = update.accumulate(micro_grads, params, batch)
         return jnp.sum(ce_sums) / total, total, grads
 
     return run
@@ -62,33 +59,20 @@ def make_train_step(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation,
 
     def step(state: TrainState, batch: TrainBatch):
         loss, target_tokens, grads = grads_fn(state.params, batch)
-        grad_norm = optax.tree.norm(grads)
-        updates, new_opt = tx.update(grads, state.opt_state, state.params)
-        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        updates = jax.tree_util.tree_map(lambda u: jnp.where(ok, u, jnp.zeros_like(u)), updates)
-        params = optax.apply_updates(state.params, updates)
-        opt_state = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), new_opt, state.opt_state)
+        new_state, applied = update.apply(state, grads, loss, tx)
         metrics = {
             "loss": loss,
-            "grad_norm": grad_norm,
             "lr": schedule(state.step),
             "target_tokens": target_tokens,
             "tokens": jnp.sum(batch.inputs.segment_ids > 0).astype(jnp.float32),
-            "finite": ok,
+            **applied,
         }
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        return new_state, metrics
 
     return step
 
 
 def jit_train_step(step_fn, state_shardings: TrainState, batch_shardings: TrainBatch, mesh: Mesh,
                    compiler_options: dict | None = None):
-    """``jax.jit`` with explicit in/out shardings and the state donated.
-
-    ``compiler_options`` are XLA debug options for this program only (e.g. the
-    tests' ``{"xla_backend_optimization_level": 0}`` to compile faster on a CPU).
-    """
-    replicated = NamedSharding(mesh, P())
-    return jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings),
-                   out_shardings=(state_shardings, replicated), donate_argnums=0,
-                   compiler_options=compiler_options)
+    """The SFT step under ``update.jit_update`` (explicit shardings, state donated)."""
+    return update.jit_update(step_fn, state_shardings, (batch_shardings,), mesh, compiler_options)

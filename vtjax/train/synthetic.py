@@ -75,5 +75,9 @@ class SyntheticIterator:
         return {"next_batch": self.next_batch, "seen": self.stats["seen"]}
 
     def set_state(self, state: dict):
+        if "resharded_from" in state:  # saved by another number of processes: batches are global
+            self.next_batch = min(int(s["next_batch"]) for s in state["resharded_from"])
+            self.stats["seen"] = self.next_batch * self.local_batch
+            return
         self.next_batch = int(state["next_batch"])
         self.stats["seen"] = int(state["seen"])

@@ -53,12 +53,21 @@ class Qwen25VL(nn.Module):
         """Logits [B, L, vocab] in the compute dtype."""
         return self.logits(self.decode(self.embed(inputs), inputs.position_ids, inputs.segment_ids))
 
-    def embed(self, inputs: ModelInputs) -> jax.Array:
-        """Token embeddings with vision features at the image/video pad positions: [B, L, E]."""
+    def encode_vision(self, vision: VisionInputs) -> jax.Array:
+        """The vision tower alone: merged features [Mp, E] of a batch's images and videos."""
+        return self.visual(vision)
+
+    def embed(self, inputs: ModelInputs, features: jax.Array | None = None) -> jax.Array:
+        """Token embeddings with vision features at the image/video pad positions: [B, L, E].
+
+        ``features`` [Mp, E] (from ``encode_vision``) replaces running the tower on ``inputs.vision``:
+        ``vision_gather`` then indexes them.
+        """
         x = self.embed_tokens(inputs.input_ids)  # [B, L, E]
-        if inputs.vision is not None:
-            features = self.visual(inputs.vision).astype(x.dtype)  # [Mp, E]
-            gathered = features[jnp.maximum(inputs.vision_gather, 0)]  # [B, L, E]
+        if features is None and inputs.vision is not None:
+            features = self.visual(inputs.vision)  # [Mp, E]
+        if features is not None:
+            gathered = features.astype(x.dtype)[jnp.maximum(inputs.vision_gather, 0)]  # [B, L, E]
             x = jnp.where((inputs.vision_gather >= 0)[..., None], gathered, x)
         return x
 
@@ -80,13 +89,13 @@ class Qwen25VL(nn.Module):
         """Decoder layers and the final norm: [B, L, E] -> [B, L, E]."""
         return self.norm(self._layers(x, *self._rotary(position_ids), segment_ids))
 
-    def prefill(self, inputs: ModelInputs):
+    def prefill(self, inputs: ModelInputs, features: jax.Array | None = None):
         """Runs the prompt and returns (hidden of its last position [B, E], prompt cache).
 
         The prompt cache is (k, v), each [layers, B, L, Hkv, Dh]. Prompts must be
-        left-padded so that position L-1 is every row's last token.
+        left-padded so that position L-1 is every row's last token. ``features``: as in ``embed``.
         """
-        x = self.embed(inputs)
+        x = self.embed(inputs, features)
         cos, sin = self._rotary(inputs.position_ids)
         x, cache = self._layers(x, cos, sin, inputs.segment_ids, mode="prefill")
         return self.norm(x[:, -1]), cache
