@@ -71,7 +71,8 @@ def main() -> None:
         for side, (seconds, vision_s, passes) in results.items():
             print(json.dumps({"bench": "grpo_vision", "tower": tower, "side": side, "device": device,
                               "group": args.group, "new_tokens": args.new_tokens, "step_s": round(seconds, 4),
-                              "vision_pass_s": round(vision_s, 4), "tower_passes_per_step": passes}))
+                              "vision_pass_s": round(vision_s, 4) if side == "shared" else None,
+                              "tower_passes_per_step": passes}))
         saved = results["per_pass"][0] - results["shared"][0]
         print(json.dumps({"bench": "grpo_vision", "tower": tower, "saved_s": round(saved, 4),
                           "saved_fraction": round(saved / results["per_pass"][0], 4)}))
