@@ -33,7 +33,7 @@ from vtjax.sampling import prompt_batch, sample, sampling_settings
 from vtjax.train.grpo_step import batch_logprobs_fn, encode_fn, make_grpo_step
 from vtjax.train.optimizer import make_optimizer
 from vtjax.train.rollout_batch import build_rollout_batch
-from vtjax.train.sharding import make_mesh
+from vtjax.sharding import make_mesh
 from vtjax.train.state import init_state, param_shapes
 from vtjax.train.update import jit_update
 from jax.sharding import NamedSharding, PartitionSpec as P

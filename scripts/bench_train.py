@@ -71,7 +71,7 @@ def build(args):
     from vtjax.train import config as config_lib
     from vtjax.train.batch import BatchBuilder
     from vtjax.train.optimizer import lr_schedule, make_optimizer
-    from vtjax.train.sharding import make_mesh
+    from vtjax.sharding import make_mesh
     from vtjax.train.state import TrainState, state_shardings
     from vtjax.train.step import jit_train_step, make_train_step
     from vtjax.train.synthetic import SyntheticIterator

@@ -193,7 +193,7 @@ def test_failure_midway_leaves_nothing(hf_dirs, tmp_path, monkeypatch):
 
 def test_restore_places_params_in_the_mesh_sharding(hf_dirs, tmp_path):
     from vtjax.convert import restore_params
-    from vtjax.train.sharding import make_mesh
+    from vtjax.sharding import make_mesh
 
     assert run_cli("hf-to-orbax", "--hf-dir", hf_dirs[(False, "legacy")], "--out", tmp_path / "ckpt") == 0
     mesh = make_mesh(fsdp=4, tensor=2)  # the 8 fake CPU devices of tests/conftest.py

@@ -20,7 +20,7 @@ from vtjax.data import tokenizer as tok_lib
 from vtjax.train import export
 from vtjax.train.checkpoint import Checkpointer
 from vtjax.train.optimizer import make_optimizer
-from vtjax.train.sharding import make_mesh
+from vtjax.sharding import make_mesh
 from vtjax.train.state import init_state, model_config, param_shapes
 
 

@@ -9,7 +9,7 @@ import pytest
 from tests.train.conftest import FAST_COMPILE, tiny_config
 from vtjax.train.batch import BatchBuilder
 from vtjax.train.optimizer import lr_schedule, make_optimizer
-from vtjax.train.sharding import make_mesh
+from vtjax.sharding import make_mesh
 from vtjax.train.state import TrainState, init_state, model_config, param_shapes, state_shardings
 from vtjax.train.step import jit_train_step, make_train_step
 from vtjax.train.synthetic import SyntheticIterator

@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 
 from vtjax.convert.safetensors_io import CheckpointError
 from vtjax.models.qwen2_5_vl import Qwen25VLConfig, abstract_params, param_logical_axes
-from vtjax.train.sharding import LOGICAL_RULES, shardings_for
+from vtjax.sharding import LOGICAL_RULES, shardings_for
 
 FORMAT = "vtjax-params"
 RESTORE_CONCURRENT_GB = 1  # bytes of checkpoint reads in flight at once

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vtjax.data import chat
 from vtjax.data import synthetic_questions as questions
 from vtjax.data import synthetic_scene as scene_lib
 from vtjax.data import tokenizer as tok_lib
@@ -226,8 +227,6 @@ def train_tokenizer(lines: Sequence[str], path: str, vocab_size: int = 512) -> s
 
 
 def _default_extra_texts() -> list[str]:
-    from vtjax.data import chat  # pylint: disable=import-outside-toplevel
-
     try:
         p = chat.Prompts.video_thinker()
     except OSError:

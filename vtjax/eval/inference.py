@@ -26,11 +26,15 @@ import jax
 import numpy as np
 
 from vtjax.data import batching, chat, examples
+from vtjax.data.records import Record
 from vtjax.data import tokenizer as tok_lib
 from vtjax.models.qwen2_5_vl import Qwen25VLConfig, init_params, param_logical_axes
 from vtjax.sampling import generate
 from vtjax.train.config import ConfigError
-from vtjax.train.sharding import make_mesh, shardings_for
+from vtjax.convert.orbax_io import read_checkpoint_config, restore_params
+from vtjax.sharding import make_mesh, shardings_for
+from vtjax.train import export
+from vtjax.train.data import match_tokenizer
 
 
 @dataclasses.dataclass
@@ -75,10 +79,6 @@ def _with_runtime(cfg: Qwen25VLConfig, config) -> Qwen25VLConfig:
 
 def load_model(config, mesh: jax.sharding.Mesh | None = None) -> InferenceModel:
     """The model ``config.model`` names (see the module docstring), on ``mesh`` (default: from ``config.mesh``)."""
-    from vtjax.convert.orbax_io import read_checkpoint_config, restore_params  # pylint: disable=import-outside-toplevel
-    from vtjax.train import export  # pylint: disable=import-outside-toplevel
-    from vtjax.train.data import match_tokenizer  # pylint: disable=import-outside-toplevel
-
     m, d = config.model, config.data
     mesh = mesh or make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     if m.from_workdir:
@@ -126,8 +126,6 @@ def generate_texts(model: InferenceModel, batch: dict, decoding: Decoding, num_s
 
 def prompt_batch(model: InferenceModel, video_path: str, question: str, options: Sequence[str] = ()) -> dict:
     """One collated prompt (video + question + options) built as the eval pipeline builds it."""
-    from vtjax.data.records import Record  # pylint: disable=import-outside-toplevel
-
     record = Record(uid="query", problem=question, problem_type="multiple choice" if options else "free-form",
                     options=tuple(options), video_path=os.path.abspath(video_path), data_source="query",
                     process="", solution="", answer="", location="query")

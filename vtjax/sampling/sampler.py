@@ -33,8 +33,7 @@ from vtjax.models.qwen2_5_vl import (ModelInputs, Qwen25VL, Qwen25VLConfig, buck
                                      prepare_inputs)
 from vtjax.models.qwen2_5_vl.inputs import MIN_TEXT_BUCKET
 from vtjax.sampling.filters import choose_tokens
-
-BATCH_AXES = ("data", "fsdp")  # mesh axes sample rows are split over (those of the training batch)
+from vtjax.sharding import BATCH_AXES
 
 
 @dataclasses.dataclass(frozen=True)

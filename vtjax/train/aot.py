@@ -18,7 +18,7 @@ from vtjax.models.qwen2_5_vl import ModelInputs, VisionInputs, bucket_size
 from vtjax.train import config as config_lib
 from vtjax.train.batch import TrainBatch, batch_partition_specs
 from vtjax.train.optimizer import lr_schedule, make_optimizer
-from vtjax.train.sharding import make_mesh
+from vtjax.sharding import make_mesh
 from vtjax.train.state import abstract_state, model_config, param_shapes, state_shardings, with_shardings
 from vtjax.train.step import jit_train_step, make_train_step
 

@@ -29,7 +29,7 @@ from vtjax.train.batch import BATCH_AXES, vision_partition_specs
 from vtjax.train.grpo_step import batch_logprobs_fn, encode_fn, make_grpo_step, vision_trains
 from vtjax.train.optimizer import lr_schedule, make_optimizer
 from vtjax.train.rollout_batch import RolloutBatch, rollout_partition_specs
-from vtjax.train.sharding import make_mesh
+from vtjax.sharding import make_mesh
 from vtjax.train.state import abstract_state, model_config, param_shapes, state_shardings, with_shardings
 from vtjax.train.update import jit_update
 

@@ -23,10 +23,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from vtjax.data.batching import hf_vision
 from vtjax.models.qwen2_5_vl import ModelInputs, Qwen25VLConfig, bucket_size, prepare_inputs
 from vtjax.models.qwen2_5_vl.inputs import MIN_PATCH_BUCKET
+from vtjax.sharding import BATCH_AXES
 from vtjax.train.loss import shift_targets
 from vtjax.train.processes import agree
 
-BATCH_AXES = ("data", "fsdp")  # mesh axes the examples (and their vision rows) are split over
 
 
 @flax.struct.dataclass

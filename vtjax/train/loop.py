@@ -35,7 +35,7 @@ from vtjax.train.checkpoint import Checkpointer
 from vtjax.train.metrics import MetricsLogger
 from vtjax.train.processes import agree
 from vtjax.train.optimizer import lr_schedule, make_optimizer, warmup_steps_for
-from vtjax.train.sharding import make_mesh
+from vtjax.sharding import make_mesh
 from vtjax.train.signals import StopFlag
 from vtjax.train.state import (TrainState, abstract_state, init_state, model_config, param_shapes,
                                state_shardings, with_shardings)

@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from vtjax.convert.orbax_io import read_checkpoint_config, restore_params
 from vtjax.models.qwen2_5_vl import Qwen25VL, Qwen25VLConfig, param_logical_axes
 from vtjax.models.qwen2_5_vl.api import dummy_inputs
-from vtjax.train.sharding import shardings_for
+from vtjax.sharding import shardings_for
 
 
 @flax.struct.dataclass
@@ -40,8 +41,6 @@ def model_config(config, saved: dict | None = None) -> Qwen25VLConfig:
     if saved is not None:
         cfg = Qwen25VLConfig.from_hf_dict(saved, **runtime)
     elif m.init_from:
-        from vtjax.convert.orbax_io import read_checkpoint_config  # pylint: disable=import-outside-toplevel
-
         cfg = read_checkpoint_config(m.init_from, **runtime)
     else:  # a preset (its special ids may still change to a tokenizer's: train.data)
         cfg = Qwen25VLConfig.preset(m.preset, **runtime)
@@ -116,8 +115,6 @@ def init_state(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation, mesh
 def initial_params(model_cfg: Qwen25VLConfig, param_shardings, mesh: Mesh, *, seed: int, init_from: str = ""):
     """The run's starting params in ``param_shardings`` (GRPO's frozen reference is these)."""
     if init_from:
-        from vtjax.convert.orbax_io import restore_params  # pylint: disable=import-outside-toplevel
-
         params = restore_params(init_from, mesh=mesh, config=model_cfg)
         dtype = jnp.dtype(model_cfg.param_dtype)
         return jax.jit(lambda p: jax.tree_util.tree_map(lambda x: x.astype(dtype), p),

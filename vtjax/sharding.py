@@ -15,6 +15,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")  # mesh axes the examples (and their vision rows, and sample rows) are split over
 
 # logical axis -> mesh axis (or axes, or None = replicated)
 LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
