@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import runpy
+import socket
 import subprocess
 import sys
 
@@ -69,6 +70,18 @@ def run_main(workdir, overrides: dict, *, env=None, timeout=300, wait=True, arg=
         out, _ = proc.communicate(timeout=timeout)
         proc.output = out
     return proc
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (for a jax.distributed coordinator)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fake_devices(n: int) -> dict:
+    """Environment of a process with ``n`` fake CPU devices."""
+    return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
 
 
 def read_metrics(workdir) -> list[dict]:

@@ -135,6 +135,7 @@ def test_short_run_raises_the_reward(tmp_path, monkeypatch):
     ("rl.reward_weights", "acuracy=1", "acuracy"),
     ("rl.loss_agg", "mean", "rl.loss_agg"),
     ("train.lr", -1.0, "train.lr"),
+    ("rl.reward_modules", "no_such_reward_module", "rl.reward_modules: cannot import 'no_such_reward_module'"),
 ])
 def test_bad_rl_fields_are_named(field, value, message):
     config = grpo_config.grpo_defaults()
@@ -144,6 +145,15 @@ def test_bad_rl_fields_are_named(field, value, message):
     config[section][name] = value
     with pytest.raises(ConfigError, match=message):
         grpo_config.validate(config, num_devices=1)
+
+
+def test_prompts_that_do_not_split_over_processes_are_refused():
+    config = grpo_config.grpo_defaults()
+    config.model.preset, config.data.source = "tiny", "synthetic"
+    config.train.batch_size, config.train.micro_batches = 6, 1  # 48 rows split over 4 processes, 6 prompts do not
+    with pytest.raises(ConfigError, match=r"train.batch_size=6 prompts do not split over the 4 processes"):
+        grpo_config.validate(config, num_devices=8, process_count=4)
+    assert grpo_config.validate(config, num_devices=6, process_count=3)["fsdp"] == 6
 
 
 def test_several_updates_per_step_keep_the_step_count_and_the_schedule(tmp_path, monkeypatch):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from tests.train.conftest import read_metrics, run_main
+from tests.train.conftest import fake_devices, free_port, read_metrics, run_main
 
 STEPS = 3
 # eps 1e-3 for the same reason as in test_step: the comparison is about the data / sharding path.
@@ -17,21 +16,11 @@ OVERRIDES = {"train.num_steps": STEPS, "train.eps": 1e-3, "log.every_steps": 1,
              "checkpoint.every_steps": STEPS, "mesh.fsdp": 4, "mesh.tensor": 2}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _devices(n: int) -> dict:
-    return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
-
-
 def test_two_processes_match_one(tmp_path):
-    port = _free_port()
+    port = free_port()
     procs = []
     for i in range(2):
-        env = {**_devices(4), "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+        env = {**fake_devices(4), "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
                "JAX_PROCESS_ID": str(i)}
         procs.append(run_main(tmp_path / "multi", OVERRIDES, env=env, wait=False))
     try:
@@ -42,7 +31,7 @@ def test_two_processes_match_one(tmp_path):
                 p.kill()
     for p, out in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out[-3000:]
-    single = run_main(tmp_path / "single", OVERRIDES, env=_devices(8), timeout=400)
+    single = run_main(tmp_path / "single", OVERRIDES, env=fake_devices(8), timeout=400)
     assert single.returncode == 0, single.output[-3000:]
 
     multi_losses = [m["loss"] for m in read_metrics(tmp_path / "multi")]  # written by process 0 only

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 
 import numpy as np
 import pytest
 
-from tests.train.conftest import REPO, read_metrics, run_main
+from tests.train.conftest import REPO, fake_devices, free_port, read_metrics, run_main
 
 GRPO_CONFIG = os.path.join(REPO, "configs", "tiny_grpo.py")
 STEPS = 3
@@ -45,21 +44,11 @@ def overrides(records_overrides):
             "rl.reward_modules": "vtjax_test_rewards", "rl.reward_weights": "test_char_variety=1.0"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _devices(n: int) -> dict:
-    return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
-
-
 def _start_two(workdir, overrides, env) -> list:
-    port = _free_port()
+    port = free_port()
     procs = []
     for i in range(2):
-        proc_env = {**env, **_devices(4), "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+        proc_env = {**env, **fake_devices(4), "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
                     "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)}
         procs.append(run_main(workdir, overrides, env=proc_env, wait=False, arg="records", config=GRPO_CONFIG))
     return procs
@@ -78,7 +67,7 @@ def test_two_processes_match_one_and_one_resumes(tmp_path, overrides, reward_env
     outputs = _finish(_start_two(tmp_path / "multi", overrides, reward_env))
     for i, out in enumerate(outputs):
         assert "Traceback" not in out and "status='done'" in out, f"process {i}: {out[-3000:]}"
-    single = run_main(tmp_path / "single", overrides, env={**reward_env, **_devices(8)}, timeout=500,
+    single = run_main(tmp_path / "single", overrides, env={**reward_env, **fake_devices(8)}, timeout=500,
                       arg="records", config=GRPO_CONFIG)
     assert single.returncode == 0, single.output[-3000:]
 
@@ -94,7 +83,7 @@ def test_two_processes_match_one_and_one_resumes(tmp_path, overrides, reward_env
 
     # the checkpoint both processes wrote resumes in one process (8 devices) and trains on
     resumed = run_main(tmp_path / "multi", {**overrides, "train.num_steps": STEPS + 1},
-                       env={**reward_env, **_devices(8)}, timeout=500, arg="records", config=GRPO_CONFIG)
+                       env={**reward_env, **fake_devices(8)}, timeout=500, arg="records", config=GRPO_CONFIG)
     assert resumed.returncode == 0, resumed.output[-3000:]
     assert f"resumed from {tmp_path / 'multi' / 'checkpoints'}/{STEPS}" in resumed.output
     assert f"step={STEPS + 1}, status='done'" in resumed.output
