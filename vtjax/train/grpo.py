@@ -175,6 +175,10 @@ class GrpoObjective:
                 videos = ~np.asarray(raw["is_image"], bool)  # image prompts get no shuffled rollout (Video-R1)
                 bonus, extra = step_bonuses(config, per_fn["accuracy"], mine(lengths), shuffled, videos)
                 total = total + bonus
+                names = sorted(extra)  # means over this process's prompts -> over all (equal-sized blocks)
+                means = gather_blocks(np.asarray([[extra[k] for k in names]], np.float64), self.prompts.block,
+                                      self.prompts.num_blocks)
+                extra = {k: float(v) for k, v in zip(names, means.mean(axis=0), strict=True)}
         with clock("reward"):
             columns = np.stack([total] + [np.asarray(v, np.float64) for v in per_fn.values()], axis=1)
             every = gather_blocks(columns, self.prompts.block, self.prompts.num_blocks)  # [N, 1 + rewards]
