@@ -80,13 +80,19 @@ def storage_failure(exc: BaseException) -> str | None:
 
 
 class _QuietStorageNoise(logging.Filter):
-    """Drops Orbax's multi-line ERROR logs of a failed write: ``Checkpointer`` raises it as one line."""
+    """Drops the multi-line ERROR logs of a failed write, which ``Checkpointer`` raises as one line:
+    Orbax's own, and asyncio's "Task exception was never retrieved" for the sibling writes of a failed
+    one (logged whenever the garbage collector meets those tasks, so sometimes and sometimes not)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR or "orbax" not in record.pathname:
+        if record.levelno < logging.ERROR:
             return True
         exc = record.exc_info[1] if record.exc_info else None
         failed = storage_failure(exc) if exc is not None else None
+        if record.name == "asyncio":
+            return not failed
+        if "orbax" not in record.pathname:
+            return True
         return not (failed or _IO_FAILURE.search(record.getMessage()) or "failed" in record.getMessage())
 
 
@@ -107,6 +113,14 @@ def _install_unraisable_filter():
         sys.unraisablehook = hook
 
 
+def _install_asyncio_filter():
+    """Adds ``_QuietStorageNoise`` to the asyncio logger once, for the life of the process: the abandoned
+    write tasks of a failed save may be collected after the ``Checkpointer`` is closed."""
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _QuietStorageNoise) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_QuietStorageNoise())
+
+
 class Checkpointer:
     """Saves at multiples of ``every_steps`` (or when forced), keeps the newest ``keep``."""
 
@@ -125,6 +139,7 @@ class Checkpointer:
         self._failed = False
         self._noise = _QuietStorageNoise()
         logging.getLogger("absl").addFilter(self._noise)
+        _install_asyncio_filter()
         _install_unraisable_filter()
 
     def steps(self) -> list[int]:
