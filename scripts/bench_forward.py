@@ -7,8 +7,11 @@ Both sides run float32 on whatever device this process has (torch on the CPU).
 Prints JSON lines:
   {"bench": "prefill", ...}        tokens/s of both, the ratio, vtjax compile time
   {"bench": "vision_frames", ...}  vision tower time at 16 and 64 frames, both sides
+  {"bench": "prefill_frames", ...} vtjax's whole prefill at 16 and 64 frames, with the text decoder's
+                                   causal attention block-causal (the default) and dense, and the
+                                   largest logit difference between the two
 
-Usage: python scripts/bench_forward.py [--repeats 5] [--frames 16 64]
+Usage: python scripts/bench_forward.py [--repeats 5] [--frames 16 64] [--bench prefill_frames ...]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from vtjax.convert import hf_to_params
 from vtjax.models.qwen2_5_vl import (Qwen25VLConfig, TextConfig, VisionConfig, abstract_params, forward,
                                      prepare_inputs)
 from vtjax.models.qwen2_5_vl.vision import VisionTower
+from vtjax.ops import attention as attention_module
 
 
 def bench_config() -> Qwen25VLConfig:
@@ -56,6 +60,9 @@ def video_inputs(config: Qwen25VLConfig, frames: int, text_tokens: int, rng) -> 
                 second_per_grid_ts=np.array([1.0], np.float32))
 
 
+BENCHES = ("prefill", "vision_frames", "prefill_frames")
+
+
 def timed(fn, repeats: int) -> list[float]:
     out = []
     for _ in range(repeats):
@@ -70,6 +77,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed steady-state runs per side")
     parser.add_argument("--frames", type=int, nargs=2, default=(16, 64), help="frame counts for the vision scaling line")
     parser.add_argument("--text-tokens", type=int, default=200, help="text tokens around the video")
+    parser.add_argument("--bench", nargs="+", choices=BENCHES, default=BENCHES, help="which lines to measure")
     args = parser.parse_args()
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -82,6 +90,16 @@ def main() -> None:
     rng = np.random.default_rng(0)
     device = f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}, {os.cpu_count()} cpu cores"
 
+    if "prefill" in args.bench:
+        prefill(config, params, model, args, rng, device)
+    if "vision_frames" in args.bench:
+        vision_frames(config, params, model, args, rng, device)
+    if "prefill_frames" in args.bench:
+        print(json.dumps(prefill_frames(config, params, args, rng, device)), flush=True)
+
+
+def prefill(config, params, model, args, rng, device) -> None:
+    """vtjax against transformers on one prefill at the first frame count."""
     inputs = video_inputs(config, args.frames[0], args.text_tokens, rng)
     torch_inputs = {k: torch.as_tensor(v) for k, v in inputs.items()}
     tokens = inputs["input_ids"].shape[1]
@@ -102,7 +120,9 @@ def main() -> None:
         "max_abs_logit_diff": float(np.abs(ours_logits - theirs_logits).max()),
     }), flush=True)
 
-    # Vision tower alone at two frame counts: cost should grow ~linearly with frames.
+
+def vision_frames(config, params, model, args, rng, device) -> None:
+    """The vision tower alone at both frame counts, both sides: cost should grow ~linearly with frames."""
     tower = VisionTower(config.vision)
     apply = jax.jit(lambda p, v: tower.apply({"params": p}, v))
     line = {"bench": "vision_frames", "device": device}
@@ -123,6 +143,32 @@ def main() -> None:
     line["vtjax_time_ratio"] = round(line[f"vtjax_ms_{hi}f"] / line[f"vtjax_ms_{lo}f"], 2)
     line["transformers_time_ratio"] = round(line[f"transformers_ms_{hi}f"] / line[f"transformers_ms_{lo}f"], 2)
     print(json.dumps(line), flush=True)
+
+
+def prefill_frames(config, params, args, rng, device) -> dict:
+    """vtjax's prefill time at both frame counts, block-causal text attention against the dense square."""
+    line = {"bench": "prefill_frames", "device": device}
+    inputs = {frames: video_inputs(config, frames, args.text_tokens, rng) for frames in args.frames}
+    logits = {}
+    block = attention_module.CAUSAL_QUERY_BLOCK
+    for name, query_block in (("block_causal", block), ("dense", None)):
+        attention_module.CAUSAL_QUERY_BLOCK = query_block
+        jax.clear_caches()  # the block is read when the program is traced
+        for frames, frame_inputs in inputs.items():
+            logits[name, frames] = forward(config, params, **frame_inputs)  # compile
+            ms = 1e3 * statistics.median(timed(lambda i=frame_inputs: forward(config, params, **i), args.repeats))
+            line[f"{name}_ms_{frames}f"] = round(ms, 1)
+            line[f"tokens_{frames}f"] = int(frame_inputs["input_ids"].shape[1])
+    attention_module.CAUSAL_QUERY_BLOCK = block
+    lo, hi = args.frames
+    line["causal_query_block"] = block
+    line["tokens_ratio"] = round(line[f"tokens_{hi}f"] / line[f"tokens_{lo}f"], 2)
+    for name in ("block_causal", "dense"):
+        line[f"{name}_time_ratio"] = round(line[f"{name}_ms_{hi}f"] / line[f"{name}_ms_{lo}f"], 2)
+    line[f"speedup_{hi}f"] = round(line[f"dense_ms_{hi}f"] / line[f"block_causal_ms_{hi}f"], 2)
+    line["max_abs_logit_diff_vs_dense"] = max(
+        float(np.abs(logits["block_causal", f] - logits["dense", f]).max()) for f in args.frames)
+    return line
 
 
 if __name__ == "__main__":

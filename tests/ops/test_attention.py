@@ -1,4 +1,4 @@
-"""XLA attention paths (dense and segment-banded) against a numpy reference."""
+"""XLA attention paths (dense, block-causal and segment-banded) against a numpy reference."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vtjax.ops import attention as attention_module
 from vtjax.ops.attention import attention
 
 
@@ -113,6 +114,49 @@ def test_gradients_match_autodiff_reference(causal, hq, hkv):
         for a, e in zip(got, expected, strict=True):
             assert not np.isnan(np.asarray(a)).any()
             np.testing.assert_allclose(a, e, atol=2e-5)
+
+
+@pytest.mark.parametrize("block,hq,hkv", [(32, 2, 2), (37, 6, 2)])
+def test_block_causal_matches_reference(monkeypatch, block, hq, hkv):
+    """Causal attention longer than the query block (a multiple of it or not) skips the blocks above the
+    diagonal and still equals the reference, padding and packed segments included, values and gradients."""
+    monkeypatch.setattr(attention_module, "CAUSAL_QUERY_BLOCK", block)
+    rng = np.random.default_rng(block + hq)
+    b, length, d = 2, 150, 8
+    q = rng.standard_normal((b, length, hq, d)).astype(np.float32)
+    k, v = (rng.standard_normal((b, length, hkv, d)).astype(np.float32) for _ in range(2))
+    seg = np.stack([np.ones(length, np.int32), contiguous_segments(rng, length, 60, 17)])
+    causal = jax.jit(lambda q, k, v, seg=None: attention(q, k, v, causal=True, segment_ids=seg))
+    np.testing.assert_allclose(causal(q, k, v, seg), numpy_attention(q, k, v, True, seg), atol=2e-5)
+    no_padding = np.ones((b, length), np.int32)
+    np.testing.assert_allclose(causal(q, k, v), numpy_attention(q, k, v, True, no_padding), atol=2e-5)
+
+    weights = jnp.asarray(rng.standard_normal((b, length, hq, d)), jnp.float32)
+    seg = jnp.asarray(seg)
+
+    def loss(fn):
+        return lambda q, k, v: jnp.sum(weights * fn(q, k, v))
+
+    expected = jax.jit(jax.grad(loss(lambda q, k, v: autodiff_attention(q, k, v, True, seg)), (0, 1, 2)))(q, k, v)
+    got = jax.jit(jax.grad(loss(lambda q, k, v: attention(q, k, v, causal=True, segment_ids=seg)), (0, 1, 2)))(
+        q, k, v)
+    for a, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, e, atol=2e-5)
+
+
+def test_block_causal_computes_about_half_the_square(monkeypatch):
+    """The compiled block-causal program's FLOPs (XLA's cost analysis) against the dense square's:
+    8 query blocks cost (8 + 1) / 16 of it."""
+    q = k = v = jax.ShapeDtypeStruct((1, 2048, 4, 64), jnp.float32)
+
+    def flops(block):
+        monkeypatch.setattr(attention_module, "CAUSAL_QUERY_BLOCK", block)
+        compiled = jax.jit(lambda q, k, v: attention(q, k, v, causal=True)).lower(q, k, v).compile()
+        analysis = compiled.cost_analysis()
+        return (analysis[0] if isinstance(analysis, list) else analysis)["flops"]
+
+    ratio = flops(256) / flops(None)
+    assert 0.5 < ratio < 0.6, ratio
 
 
 def test_bad_shapes_are_reported():
