@@ -1,7 +1,7 @@
-"""Decode attention against a float64 numpy reference and against full causal attention."""
+"""The one decode attention (shared prompt cache + per-row generated cache) against a float64 numpy
+reference over the concatenated keys, and against full causal attention of the whole sequence."""
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,100 +10,112 @@ from vtjax.ops.attention import attention
 from vtjax.ops.decode_attention import decode_attention
 
 
-def _numpy_reference(q, k, v, lengths, kv_mask=None):
-    """Per row and head, softmax over visible cache entries, in float64, K/V repeated per group."""
-    q, k, v = (np.asarray(jnp.asarray(x, jnp.float32), np.float64) for x in (q, k, v))
-    b, hq, d = q.shape
-    group = hq // k.shape[2]
-    out = np.zeros((b, hq, d))
-    for row in range(b):
-        visible = np.arange(k.shape[1]) < lengths[row]
-        if kv_mask is not None:
-            visible &= kv_mask[row]
-        if not visible.any():
-            continue
-        for h in range(hq):
-            logits = k[row, visible, h // group] @ q[row, h] / np.sqrt(d)
-            p = np.exp(logits - logits.max())
-            out[row, h] = (p / p.sum()) @ v[row, visible, h // group]
+def _numpy_reference(q, prompt_k, prompt_v, prompt_mask, gen_k, gen_v, gen_visible):
+    """Per row, new token and head: softmax over the prompt's visible keys then the row's visible
+    generated keys, in float64, K/V repeated per GQA group."""
+    q, prompt_k, prompt_v, gen_k, gen_v = (np.asarray(jnp.asarray(x, jnp.float32), np.float64)
+                                           for x in (q, prompt_k, prompt_v, gen_k, gen_v))
+    n, t, hq, d = q.shape
+    b = prompt_k.shape[0]
+    group = hq // prompt_k.shape[2]
+    out = np.zeros(q.shape)
+    for row in range(n):
+        prompt = row // (n // b)
+        for tok in range(t):
+            keys_seen = np.concatenate([prompt_k[prompt, prompt_mask[prompt]], gen_k[row, gen_visible[row, tok]]])
+            values_seen = np.concatenate([prompt_v[prompt, prompt_mask[prompt]], gen_v[row, gen_visible[row, tok]]])
+            if not len(keys_seen):
+                continue
+            for h in range(hq):
+                logits = keys_seen[:, h // group] @ q[row, tok, h] / np.sqrt(d)
+                p = np.exp(logits - logits.max())
+                out[row, tok, h] = (p / p.sum()) @ values_seen[:, h // group]
     return out
 
 
-def _inputs(seed, b, s, hq, hkv, d, dtype):
+def _inputs(seed, *, prompts=2, samples=3, tokens=1, prompt_len=24, slots=16, hq=8, hkv=2, d=32,
+            dtype=jnp.float32):
     rng = np.random.default_rng(seed)
-    q = jnp.asarray(rng.standard_normal((b, hq, d)), dtype)
-    k = jnp.asarray(rng.standard_normal((b, s, hkv, d)), dtype)
-    v = jnp.asarray(rng.standard_normal((b, s, hkv, d)), dtype)
-    return q, k, v
+    n = prompts * samples
+    normal = lambda *shape: jnp.asarray(rng.standard_normal(shape), dtype)  # noqa: E731
+    prompt_mask = np.ones((prompts, prompt_len), bool)
+    prompt_mask[0, :5] = False  # left padding of prompt 0
+    written = rng.integers(1, slots - tokens + 1, n)  # slots each row has written before this step
+    visible = np.arange(slots)[None, None, :] < written[:, None, None] + 1 + np.arange(tokens)[None, :, None]
+    return (normal(n, tokens, hq, d), normal(prompts, prompt_len, hkv, d), normal(prompts, prompt_len, hkv, d),
+            prompt_mask, normal(n, slots, hkv, d), normal(n, slots, hkv, d), visible)
 
 
-@pytest.mark.parametrize("hq, hkv", [(4, 4), (8, 2), (7, 1)])
+@pytest.mark.parametrize("hq, hkv, tokens", [(4, 4, 1), (8, 2, 1), (7, 1, 3)])
 @pytest.mark.parametrize("dtype, tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 1e-2)])
-def test_matches_reference_with_ragged_lengths(hq, hkv, dtype, tol):
-    b, s, d = 4, 300, 80
-    q, k, v = _inputs(0, b, s, hq, hkv, d, dtype)
-    lengths = np.array([1, 17, 300, 128])
-    got = jax.jit(decode_attention)(q, k, v, jnp.asarray(lengths))
-    want = _numpy_reference(q, k, v, lengths)
-    assert got.shape == (b, hq, d) and got.dtype == dtype
+def test_matches_reference_with_ragged_rows(hq, hkv, tokens, dtype, tol):
+    args = _inputs(0, hq=hq, hkv=hkv, tokens=tokens, dtype=dtype)
+    got = jax.jit(decode_attention)(*args)
+    want = _numpy_reference(*args)
+    assert got.shape == args[0].shape and got.dtype == dtype
     err = np.linalg.norm(np.asarray(got, np.float64) - want) / np.linalg.norm(want)
     assert err <= tol
 
 
-def test_stale_entries_past_the_length_do_not_matter():
-    """Whatever finite values a reused cache holds past ``lengths`` have no effect."""
-    q, k, v = _inputs(1, 2, 64, 4, 2, 128, jnp.float32)
-    lengths = jnp.asarray([10, 40])
-    poisoned_k = k.at[0, 10:].set(1e4).at[1, 40:].set(-1e4)
-    poisoned_v = v.at[0, 10:].set(1e30).at[1, 40:].set(-1e30)
-    got = decode_attention(q, poisoned_k, poisoned_v, lengths)
-    np.testing.assert_allclose(got, decode_attention(q, k, v, lengths), rtol=1e-6, atol=1e-6)
+def test_hidden_slots_do_not_matter_and_empty_rows_give_zeros():
+    """Whatever finite values hidden slots hold has no effect; a query that sees nothing gives zeros."""
+    q, pk, pv, pmask, gk, gv, visible = _inputs(1)
+    got = decode_attention(q, pk, pv, pmask, gk, gv, visible)
+    poisoned = decode_attention(q, pk.at[0, :5].set(1e4), pv.at[0, :5].set(1e30), pmask,
+                                jnp.where(visible[:, 0, :, None, None], gk, -1e4),
+                                jnp.where(visible[:, 0, :, None, None], gv, 1e30), visible)
+    np.testing.assert_allclose(poisoned, got, rtol=1e-6, atol=1e-6)
+    blind = decode_attention(q, pk, pv, np.zeros_like(pmask), gk, gv, np.zeros_like(visible))
+    assert np.isfinite(np.asarray(blind)).all()
+    np.testing.assert_array_equal(blind, 0.0)
 
 
-def test_left_padding_mask_and_empty_rows_give_zeros_not_nan():
-    q, k, v = _inputs(2, 3, 32, 4, 1, 128, jnp.float32)
-    lengths = np.array([20, 0, 32])
-    kv_mask = np.ones((3, 32), bool)
-    kv_mask[0, :6] = False  # six left-padding slots in row 0
-    kv_mask[2, :] = False  # row 2 sees nothing at all
-    got = decode_attention(q, k, v, jnp.asarray(lengths), kv_mask=jnp.asarray(kv_mask))
-    assert np.isfinite(np.asarray(got)).all()
-    np.testing.assert_array_equal(got[1:], 0.0)
-    want = _numpy_reference(q, k, v, lengths, kv_mask)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-
-
-def test_equals_last_row_of_full_causal_attention():
-    """Decoding token L-1 against a cache of L entries is the last row of causal attention."""
-    b, length, hq, hkv, d = 2, 48, 8, 2, 128
+def test_equals_full_causal_attention_of_each_sample():
+    """Each sample's new tokens, against its prompt cache and its first generated slots, are the last rows
+    of causal attention over that sample's whole sequence (prompt + generated)."""
+    prompts, samples, prompt_len, written, tokens, hq, hkv, d = 2, 3, 20, 6, 2, 8, 2, 32
     rng = np.random.default_rng(3)
-    q, k, v = (jnp.asarray(rng.standard_normal((b, length, h, d)), jnp.float32)
-               for h in (hq, hkv, hkv))
-    full = attention(q, k, v, causal=True, impl="xla")
-    got = decode_attention(q[:, -1], k, v, jnp.full((b,), length))
-    np.testing.assert_allclose(got, full[:, -1], rtol=1e-5, atol=1e-6)
+    n = prompts * samples
+    normal = lambda *shape: jnp.asarray(rng.standard_normal(shape), jnp.float32)  # noqa: E731
+    prompt_k, prompt_v = normal(prompts, prompt_len, hkv, d), normal(prompts, prompt_len, hkv, d)
+    gen_q, gen_k, gen_v = normal(n, written + tokens, hq, d), normal(n, written + tokens, hkv, d), normal(
+        n, written + tokens, hkv, d)
+    full_k = jnp.concatenate([jnp.repeat(prompt_k, samples, axis=0), gen_k], axis=1)  # [N, L, Hkv, D]
+    full_v = jnp.concatenate([jnp.repeat(prompt_v, samples, axis=0), gen_v], axis=1)
+    full_q = jnp.concatenate([jnp.zeros((n, prompt_len, hq, d)), gen_q], axis=1)
+    full = attention(full_q, full_k, full_v, causal=True, impl="xla")[:, -tokens:]
+    slots = written + tokens
+    visible = np.arange(slots)[None, :] <= written + np.arange(tokens)[:, None]  # [T, M]
+    got = decode_attention(gen_q[:, -tokens:], prompt_k, prompt_v, np.ones((prompts, prompt_len), bool),
+                           gen_k, gen_v, np.broadcast_to(visible, (n, tokens, slots)))
+    np.testing.assert_allclose(got, full, rtol=1e-5, atol=1e-6)
 
 
-def test_gqa_never_repeats_the_cache():
-    """No intermediate is as large as the cache repeated per query head."""
-    b, s, hq, hkv, d = 2, 4096, 28, 4, 128
+def test_neither_cache_is_repeated():
+    """No intermediate is as large as the prompt cache repeated per sample or a cache repeated per head."""
+    prompts, samples, prompt_len, slots, hq, hkv, d = 2, 8, 4096, 256, 28, 4, 128
     spec = jax.ShapeDtypeStruct
+    n = prompts * samples
     jaxpr = jax.make_jaxpr(decode_attention)(
-        spec((b, hq, d), jnp.bfloat16), spec((b, s, hkv, d), jnp.bfloat16),
-        spec((b, s, hkv, d), jnp.bfloat16), spec((b,), jnp.int32)).jaxpr
-    cache_elems = b * s * hkv * d
+        spec((n, 1, hq, d), jnp.bfloat16), spec((prompts, prompt_len, hkv, d), jnp.bfloat16),
+        spec((prompts, prompt_len, hkv, d), jnp.bfloat16), spec((prompts, prompt_len), bool),
+        spec((n, slots, hkv, d), jnp.bfloat16), spec((n, slots, hkv, d), jnp.bfloat16),
+        spec((n, 1, slots), bool)).jaxpr
+    prompt_cache = prompts * prompt_len * hkv * d
     sizes = [int(np.prod(v.aval.shape)) for eqn in jaxpr.eqns for v in eqn.outvars]
-    assert max(sizes) <= cache_elems, f"an intermediate of {max(sizes)} elements > the cache"
+    assert max(sizes) <= prompt_cache, f"an intermediate of {max(sizes)} elements > the prompt cache"
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(q_shape=(2, 1, 4, 64)), "one token per row"),
-    (dict(lengths=np.array([3])), r"lengths.shape=\(1,\) must be \[B\]"),
-    (dict(kv_heads=3), "multiple of kv heads"),
+@pytest.mark.parametrize("change, message", [
+    (dict(q=np.zeros((6, 4, 64))), r"q must be \[N, T, Hq, D\]"),
+    (dict(q=np.zeros((5, 1, 8, 32))), "multiple of 2 prompts"),
+    (dict(prompt_mask=np.ones((2, 3), bool)), r"must be \[B, Lp\]"),
+    (dict(generated_visible=np.ones((6, 1, 3), bool)), r"must be \[N, T, M\]"),
+    (dict(q=np.zeros((6, 1, 7, 32))), "kv heads dividing the query heads"),
 ])
-def test_bad_inputs_are_named(bad, message):
-    q, k, v = _inputs(0, 2, 16, 4, bad.get("kv_heads", 2), 64, jnp.float32)
-    if "q_shape" in bad:
-        q = jnp.zeros(bad["q_shape"])
+def test_bad_inputs_are_named(change, message):
+    names = ("q", "prompt_k", "prompt_v", "prompt_mask", "generated_k", "generated_v", "generated_visible")
+    args = dict(zip(names, _inputs(0), strict=True))
+    args.update(change)
     with pytest.raises(ValueError, match=message):
-        decode_attention(q, k, v, jnp.asarray(bad.get("lengths", np.array([3, 4]))))
+        decode_attention(**args)

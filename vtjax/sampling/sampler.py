@@ -4,11 +4,12 @@ One call of ``generate`` runs two compiled programs:
 
 1. ``prefill``: vision tower + prompt through the decoder, once per prompt,
    returning the prompt KV cache ``[layers, B, Lp, Hkv, Dh]``;
-2. ``decode``: a ``lax.while_loop`` produces one token per step for all
-   N = B * G rows until every row has emitted an EOS or ``max_new_tokens`` is
-   reached. The G samples of a prompt *share* its prompt cache (never copied);
-   each row only owns a cache of its generated tokens ``[layers, N, M, Hkv, Dh]``,
-   allocated inside the program and updated in place.
+2. ``decode``: a ``lax.while_loop`` (carry: ``DecodeState``) produces one token
+   per step for all N = B * G rows until every row has emitted an EOS or
+   ``max_new_tokens`` is reached. The model's ``init_cache`` makes the
+   ``DecodeCache``: the G samples of a prompt *share* its prompt cache (never
+   copied); each row only owns a cache of its generated tokens
+   ``[layers, N, M, Hkv, Dh]``, allocated inside the program, updated in place.
 
 Prompts are left-padded on the host to a bucketed length, so every row's
 prompt ends at the same position and decode positions follow the rope-delta
@@ -29,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from vtjax.models.qwen2_5_vl import (ModelInputs, Qwen25VL, Qwen25VLConfig, bucket_size, get_rope_index,
-                                     prepare_inputs)
+from vtjax.models.qwen2_5_vl import (KVCache, ModelInputs, Qwen25VL, Qwen25VLConfig, bucket_size,
+                                     decode_position_ids, get_rope_index, init_cache, prepare_inputs)
 from vtjax.models.qwen2_5_vl.inputs import MIN_TEXT_BUCKET
 from vtjax.sampling.filters import choose_tokens
 from vtjax.sharding import BATCH_AXES
@@ -195,6 +196,19 @@ def _prefill_fn(config: Qwen25VLConfig, rows: NamedSharding | None):
     return jax.jit(prefill)
 
 
+@flax.struct.dataclass
+class DecodeState:
+    """The carry of the decode loop over N = B * R rows and M = max_new_tokens slots."""
+
+    step: jax.Array  # [] int32, index of the token chosen in this iteration
+    tokens: jax.Array  # [N, M] int32, chosen tokens (pad after a row's end)
+    logprobs: jax.Array  # [N, M] float32, their log-probabilities (0 after a row's end)
+    done: jax.Array  # [N] bool, the row has emitted an EOS
+    lengths: jax.Array  # [N] int32, tokens up to and including the EOS (M while running)
+    last: jax.Array  # [N] int32, the token fed back next
+    generated: KVCache  # [layers, N, M, Hkv, Dh], the rows' generated-token caches
+
+
 @functools.lru_cache(maxsize=None)
 def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding | None):
     model = Qwen25VL(config)
@@ -206,55 +220,55 @@ def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding 
         spec[axis] = BATCH_AXES
         return jax.lax.with_sharding_constraint(x, NamedSharding(rows.mesh, PartitionSpec(*spec)))
 
+    def constrain_cache(kv: KVCache) -> KVCache:  # [layers, N, M, Hkv, Dh]
+        return KVCache(k=constrain(kv.k, axis=1), v=constrain(kv.v, axis=1))
+
     def logits_of(params, hidden):  # [N, E] -> [N, V] float32
         return model.apply({"params": params}, hidden, method=Qwen25VL.logits).astype(jnp.float32)
 
-    def decode(params, hidden, prompt_cache, prompt_mask, deltas, rng):
-        g = s.num_samples
+    def decode(params, hidden, prompt_cache: KVCache, prompt_mask, deltas, rng):
+        r = s.num_samples
         b, prompt_len = prompt_mask.shape
-        n = b * g  # row b * G + j is sample j of prompt b
-        layers, _, _, kv_heads, head_dim = prompt_cache[0].shape
-        gen_shape = (layers, n, s.max_new_tokens, kv_heads, head_dim)
-        gen_cache = tuple(constrain(jnp.zeros(gen_shape, c.dtype), axis=1) for c in prompt_cache)
-        prompt_mask = prompt_mask.astype(bool)  # [B, Lp], shared by the G rows of each prompt
-        deltas = jnp.repeat(deltas, g, axis=0)  # [N]
+        n = b * r  # row b * R + j is sample j of prompt b
+        cache = init_cache(prompt_cache, prompt_mask, r, s.max_new_tokens)
+        cache = cache.replace(generated=constrain_cache(cache.generated))
+        deltas = jnp.repeat(deltas, r, axis=0)  # [N]
         keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(n))  # one key per sample
         eos = jnp.asarray(s.eos_token_ids or (-1,), jnp.int32)
-        slot = jnp.arange(s.max_new_tokens)
 
         def pick(logits, step):
             step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
             return choose_tokens(logits, step_keys, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
 
-        first, first_lp = pick(logits_of(params, jnp.repeat(hidden, g, axis=0)), 0)
-        tokens = constrain(jnp.full((n, s.max_new_tokens), s.pad_token_id, jnp.int32).at[:, 0].set(first))
-        logprobs = constrain(jnp.zeros((n, s.max_new_tokens), jnp.float32).at[:, 0].set(first_lp))
+        first, first_lp = pick(logits_of(params, jnp.repeat(hidden, r, axis=0)), 0)
         done = jnp.isin(first, eos)
-        lengths = jnp.where(done, 1, s.max_new_tokens)
+        start = DecodeState(
+            step=jnp.int32(1),
+            tokens=constrain(jnp.full((n, s.max_new_tokens), s.pad_token_id, jnp.int32).at[:, 0].set(first)),
+            logprobs=constrain(jnp.zeros((n, s.max_new_tokens), jnp.float32).at[:, 0].set(first_lp)),
+            done=done, lengths=jnp.where(done, 1, s.max_new_tokens), last=first, generated=cache.generated)
 
-        def cond(state):
-            step, _, _, done, _, _, _ = state
-            return (step < s.max_new_tokens) & ~jnp.all(done)
+        def cond(state: DecodeState):
+            return (state.step < s.max_new_tokens) & ~jnp.all(state.done)
 
-        def body(state):
-            step, tokens, logprobs, done, lengths, last, gen_cache = state
-            write = step - 1  # generated-cache slot of the token fed in now
-            positions = jnp.broadcast_to((prompt_len + write + deltas)[None, :, None], (3, n, 1))
-            visible = jnp.broadcast_to(slot <= write, (n, 1, s.max_new_tokens))
-            hidden, gen_cache = model.apply({"params": params}, last[:, None], positions, prompt_mask, visible,
-                                            write, prompt_cache, gen_cache, method=Qwen25VL.decode_step)
-            token, lp = pick(logits_of(params, hidden[:, 0]), step)
-            token = jnp.where(done, s.pad_token_id, token)
-            lp = jnp.where(done, 0.0, lp)
-            finished = ~done & jnp.isin(token, eos)
-            lengths = jnp.where(finished, step + 1, lengths)
-            gen_cache = tuple(constrain(c, axis=1) for c in gen_cache)
-            return (step + 1, tokens.at[:, step].set(token), logprobs.at[:, step].set(lp), done | finished,
-                    lengths, token, gen_cache)
+        def body(state: DecodeState) -> DecodeState:
+            write = state.step - 1  # generated-cache slot of the token fed in now
+            positions = decode_position_ids(deltas, prompt_len, 1, start=write)  # [3, N, 1]
+            hidden, stepped = model.apply({"params": params}, state.last[:, None], positions,
+                                          cache.replace(generated=state.generated), write,
+                                          method=Qwen25VL.decode_step)
+            token, lp = pick(logits_of(params, hidden[:, 0]), state.step)
+            token = jnp.where(state.done, s.pad_token_id, token)
+            lp = jnp.where(state.done, 0.0, lp)
+            finished = ~state.done & jnp.isin(token, eos)
+            return DecodeState(
+                step=state.step + 1, tokens=state.tokens.at[:, state.step].set(token),
+                logprobs=state.logprobs.at[:, state.step].set(lp), done=state.done | finished,
+                lengths=jnp.where(finished, state.step + 1, state.lengths), last=token,
+                generated=constrain_cache(stepped.generated))
 
-        state = (jnp.int32(1), tokens, logprobs, done, lengths, first, gen_cache)
-        _, tokens, logprobs, _, lengths, _, _ = jax.lax.while_loop(cond, body, state)
-        return tokens, lengths, logprobs
+        end = jax.lax.while_loop(cond, body, start)
+        return end.tokens, end.lengths, end.logprobs
 
     if rows is None:
         return jax.jit(decode)

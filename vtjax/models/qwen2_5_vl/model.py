@@ -12,6 +12,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from vtjax.models.qwen2_5_vl.cache import DecodeCache, KVCache, LayerMode, decode_view
 from vtjax.models.qwen2_5_vl.config import Qwen25VLConfig
 from vtjax.models.qwen2_5_vl.layers import INIT_STD, dense, maybe_remat, run_layers
 from vtjax.models.qwen2_5_vl.text import DecoderLayer
@@ -72,47 +73,41 @@ class Qwen25VL(nn.Module):
         return x
 
     @nn.compact
-    def _layers(self, x, cos, sin, mask, write_index=None, cache=None, mode="train"):
+    def _layers(self, x, cos, sin, visibility, mode: LayerMode = LayerMode.TRAIN, cache: DecodeCache | None = None):
         cfg = self.config
         layer = maybe_remat(DecoderLayer, cfg.remat_policy, scanned=cfg.scan_layers)
         kwargs = dict(config=cfg.text, mode=mode, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
-        if mode == "train":
-            return run_layers(layer, x, (cos, sin, mask), length=cfg.text.num_hidden_layers,
-                              scan=cfg.scan_layers, layer_kwargs=kwargs)
-        if mode == "prefill":
-            return run_layers(layer, x, (cos, sin, mask), length=cfg.text.num_hidden_layers,
-                              scan=cfg.scan_layers, layer_kwargs=kwargs, return_outputs=True)
-        return run_layers(layer, x, (cos, sin, mask, write_index), length=cfg.text.num_hidden_layers,
-                          scan=cfg.scan_layers, per_layer=cache, layer_kwargs=kwargs, return_outputs=True)
+        per_layer = None if cache is None else (cache.prompt, cache.generated)
+        return run_layers(layer, x, (cos, sin, visibility), length=cfg.text.num_hidden_layers, scan=cfg.scan_layers,
+                          per_layer=per_layer, layer_kwargs=kwargs, return_outputs=mode != LayerMode.TRAIN)
 
     def decode(self, x, position_ids, segment_ids) -> jax.Array:
         """Decoder layers and the final norm: [B, L, E] -> [B, L, E]."""
         return self.norm(self._layers(x, *self._rotary(position_ids), segment_ids))
 
-    def prefill(self, inputs: ModelInputs, features: jax.Array | None = None):
-        """Runs the prompt and returns (hidden of its last position [B, E], prompt cache).
+    def prefill(self, inputs: ModelInputs, features: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
+        """Runs the prompt and returns (hidden of its last position [B, E], the prompt's ``KVCache``).
 
-        The prompt cache is (k, v), each [layers, B, L, Hkv, Dh]. Prompts must be
-        left-padded so that position L-1 is every row's last token. ``features``: as in ``embed``.
+        The cache is [layers, B, L, Hkv, Dh]. Prompts must be left-padded so that position L-1 is every
+        row's last token. ``features``: as in ``embed``. ``cache.init_cache`` turns it into a decode cache.
         """
         x = self.embed(inputs, features)
         cos, sin = self._rotary(inputs.position_ids)
-        x, cache = self._layers(x, cos, sin, inputs.segment_ids, mode="prefill")
+        x, cache = self._layers(x, cos, sin, inputs.segment_ids, LayerMode.PREFILL)
         return self.norm(x[:, -1]), cache
 
-    def decode_step(self, tokens, position_ids, prompt_mask, gen_visible, write_index, prompt_cache, gen_cache):
-        """One step of cached decoding for N = B * G rows.
+    def decode_step(self, tokens, position_ids, cache: DecodeCache, write_index) -> tuple[jax.Array, DecodeCache]:
+        """One step of cached decoding for N = B * R rows.
 
-        tokens: [N, T]; position_ids: [3, N, T]; prompt_mask: [B, Lp] bool; gen_visible:
-        [N, T, M] bool (the new tokens' own slots included); write_index: [] slot of the
-        new tokens in the generated cache; prompt_cache: (k, v) [layers, B, Lp, Hkv, Dh];
-        gen_cache: (k, v) [layers, N, M, Hkv, Dh]. Returns (hidden [N, T, E], gen_cache).
+        tokens: [N, T], fed back into generated-cache slots ``write_index .. write_index + T - 1``;
+        position_ids: [3, N, T] (``positions.decode_position_ids``). Returns (hidden [N, T, E], the cache
+        with those slots written).
         """
         x = self.embed_tokens(tokens)
         cos, sin = self._rotary(position_ids)
-        x, gen_cache = self._layers(x, cos, sin, (prompt_mask, gen_visible), write_index,
-                                    (*prompt_cache, *gen_cache), mode="decode")
-        return self.norm(x), gen_cache
+        view = decode_view(cache, write_index, tokens.shape[1])
+        x, generated = self._layers(x, cos, sin, view, LayerMode.DECODE, cache)
+        return self.norm(x), cache.replace(generated=generated)
 
     def _rotary(self, position_ids):
         t = self.config.text

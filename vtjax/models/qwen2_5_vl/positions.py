@@ -15,6 +15,8 @@ the behaviour the published checkpoints were trained with:
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vtjax.models.qwen2_5_vl.config import Qwen25VLConfig
@@ -76,14 +78,17 @@ def get_rope_index(
     return position_ids, deltas
 
 
-def decode_position_ids(deltas, padded_length: int, steps: int) -> np.ndarray:
+def decode_position_ids(deltas, padded_length: int, steps: int, start=0):
     """Positions of ``steps`` generated tokens after a prompt padded to ``padded_length``.
 
-    Returns [3, B, steps]: token n (0-based) of row b sits at ``padded_length + n + deltas[b]``.
+    Returns [3, B, steps]: token n (0-based, counted from ``start``) of row b sits at
+    ``padded_length + start + n + deltas[b]``. numpy in, numpy out; a jax array (e.g. traced) in, jax out.
     """
-    deltas = np.asarray(deltas).reshape(-1)
-    pos = padded_length + np.arange(steps)[None, :] + deltas[:, None]  # [B, steps]
-    return np.broadcast_to(pos[None], (3,) + pos.shape).copy()
+    xp = jnp if isinstance(deltas, jax.Array) or isinstance(start, jax.Array) else np
+    deltas = xp.asarray(deltas).reshape(-1)
+    pos = padded_length + start + xp.arange(steps)[None, :] + deltas[:, None]  # [B, steps]
+    out = xp.broadcast_to(pos[None], (3,) + pos.shape)
+    return out.copy() if xp is np else out
 
 
 def _text_only_positions(attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
