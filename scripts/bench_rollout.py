@@ -3,10 +3,16 @@
 Same small Qwen2.5-VL as bench_forward (6 text layers of width 512, vision depth
 4 width 256), float32; 2 video prompts (8 frames at 224x224, ~60 text tokens
 each), G samples per prompt, exactly N new tokens per sample (no EOS),
-temperature 1.0, top_p 0.95. Prints JSON lines: the vtjax prefill/decode split
-and tokens/s of both sides with the ratio (compile time reported separately).
+temperature 1.0, top_p 0.95. Prints JSON lines:
 
-Usage: python scripts/bench_rollout.py [--group 8] [--new-tokens 256] [--repeats 2]
+  {"bench": "rollout", ...}      the vtjax prefill/decode split and tokens/s of both sides with the
+                                 ratio (compile time reported separately)
+  {"bench": "decode_floor", ...} vtjax's decode step (decode seconds / steps) against the floor: one
+                                 step's weight-bound work alone, i.e. every decoder matmul and the LM
+                                 head for the N = 2 * G rows, jitted as straight-line code (no cache,
+                                 no attention, no sampling, no loop), median of repeats
+
+Usage: python scripts/bench_rollout.py [--group 8] [--new-tokens 256] [--repeats 2] [--bench rollout decode_floor]
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
 from transformers import Qwen2_5_VLConfig as HFConfig
@@ -26,7 +33,9 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 from bench_forward import bench_config
 from vtjax.convert import hf_to_params
 from vtjax.models.qwen2_5_vl import abstract_params
-from vtjax.sampling import generate
+from vtjax.sampling import generate, prompt_batch, sample, sampling_settings
+
+BENCHES = ("rollout", "decode_floor")
 
 
 def prompts(config, rng, frames: int = 8, text_tokens: int = 60) -> dict:
@@ -52,6 +61,7 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8, help="samples per prompt (G)")
     parser.add_argument("--new-tokens", type=int, default=256, help="tokens generated per sample")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per side (median)")
+    parser.add_argument("--bench", nargs="+", choices=BENCHES, default=BENCHES, help="which lines to measure")
     args = parser.parse_args()
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -62,6 +72,14 @@ def main() -> None:
                                          abstract_params(config)))
     inputs = prompts(config, np.random.default_rng(0))
     device = f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}, {os.cpu_count()} cpu cores"
+    if "rollout" in args.bench:
+        rollout(config, model, params, inputs, args, device)
+    if "decode_floor" in args.bench:
+        print(json.dumps(decode_floor(config, params, inputs, args, device)), flush=True)
+
+
+def rollout(config, model, params, inputs, args, device) -> None:
+    """vtjax against transformers on the whole rollout."""
     total_tokens = 2 * args.group * args.new_tokens
     kw = dict(max_new_tokens=args.new_tokens, num_samples=args.group, temperature=1.0, top_p=0.95,
               eos_token_ids=())
@@ -109,6 +127,58 @@ def main() -> None:
         "vtjax_prefill_s": round(prefill_s, 3), "vtjax_prefill_share": round(prefill_s / ours_s, 3),
         "vtjax_compile_s": round(first - ours_s, 1),
     }), flush=True)
+
+
+def decode_floor(config, params, inputs, args, device) -> dict:
+    """The decode step's time against the floor of its weight-bound work (see the module docstring)."""
+    settings = sampling_settings(config, max_new_tokens=args.new_tokens, num_samples=args.group,
+                                 temperature=1.0, top_p=0.95, eos_token_ids=())
+    prompts = prompt_batch(config, inputs["input_ids"], inputs["attention_mask"], settings.pad_token_id,
+                           **{k: inputs[k] for k in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")})
+    sample(config, params, prompts, settings, seed=0)["tokens"].block_until_ready()  # compile
+    decode_s = []
+    for seed in range(1, args.repeats + 1):
+        timings = {}
+        sample(config, params, prompts, settings, seed, timings=timings)
+        decode_s.append(timings["decode_s"])
+    # The loop runs new_tokens - 1 steps; the first token comes from the prefill's hidden state.
+    step_ms = 1e3 * statistics.median(decode_s) / (args.new_tokens - 1)
+
+    rows = 2 * args.group
+    layers = [jax.tree.map(lambda a, i=i: a[i], params["layers"]) for i in range(config.text.num_hidden_layers)]
+    head = params["lm_head"]["kernel"] if "lm_head" in params else params["embed_tokens"]["embedding"].T
+    floor_fn = jax.jit(weight_bound_step)
+    x = jax.device_put(np.random.default_rng(0).standard_normal((rows, config.text.hidden_size)).astype(np.float32))
+    jax.block_until_ready(floor_fn(layers, head, x))
+    calls = 20
+    floor_s = []
+    for _ in range(max(5, args.repeats)):
+        start = time.perf_counter()
+        for _ in range(calls):
+            out = floor_fn(layers, head, x)
+        jax.block_until_ready(out)
+        floor_s.append((time.perf_counter() - start) / calls)
+    floor_ms = 1e3 * statistics.median(floor_s)
+    return {"bench": "decode_floor", "device": device, "rows": rows, "prompt_tokens": int(inputs["input_ids"].shape[1]),
+            "new_tokens": args.new_tokens, "decode_step_ms": round(step_ms, 2), "floor_ms": round(floor_ms, 2),
+            "ratio": round(step_ms / floor_ms, 2)}
+
+
+def weight_bound_step(layers, head, x):
+    """Every decoder matmul of one decode step for the rows of ``x`` [N, E], then the LM head [N, V].
+
+    The attention output is stood in for by the queries, and k / v feed a negligible term so that they are
+    computed; each layer's weights arrive as separate arguments (no slicing of stacked arrays).
+    """
+    for w in layers:
+        q = jnp.einsum("ne,ehd->nhd", x, w["q_proj"]["kernel"]) + w["q_proj"]["bias"]  # [N, H, Dh]
+        k = jnp.einsum("ne,ehd->nhd", x, w["k_proj"]["kernel"]) + w["k_proj"]["bias"]  # [N, Hkv, Dh]
+        v = jnp.einsum("ne,ehd->nhd", x, w["v_proj"]["kernel"]) + w["v_proj"]["bias"]
+        x = x + jnp.einsum("nhd,hde->ne", q, w["o_proj"]["kernel"]) + 1e-6 * (k.sum((1, 2)) + v.sum((1, 2)))[:, None]
+        mlp = w["mlp"]
+        gated = jax.nn.silu(x @ mlp["gate_proj"]["kernel"]) * (x @ mlp["up_proj"]["kernel"])  # [N, I]
+        x = x + gated @ mlp["down_proj"]["kernel"]
+    return x @ head  # [N, V]
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ One call of ``generate`` runs two compiled programs:
    per step for all N = B * G rows until every row has emitted an EOS or
    ``max_new_tokens`` is reached. The model's ``init_cache`` makes the
    ``DecodeCache``: the G samples of a prompt *share* its prompt cache (never
-   copied); each row only owns a cache of its generated tokens
-   ``[layers, N, M, Hkv, Dh]``, allocated inside the program, updated in place.
+   copied); each row only owns a cache of its generated tokens (per layer
+   ``[N, Hkv, M, Dh]``), allocated inside the program, updated in place. The
+   loop runs the decoder layer by layer on per-layer weights (unstacked once
+   per call), so no step copies a slice of a stacked weight or cache.
 
 Prompts are left-padded on the host to a bucketed length, so every row's
 prompt ends at the same position and decode positions follow the rope-delta
@@ -31,7 +33,8 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from vtjax.models.qwen2_5_vl import (KVCache, ModelInputs, Qwen25VL, Qwen25VLConfig, bucket_size,
-                                     decode_position_ids, get_rope_index, init_cache, prepare_inputs)
+                                     decode_position_ids, get_rope_index, init_cache, prepare_inputs,
+                                     unstack_layers)
 from vtjax.models.qwen2_5_vl.inputs import MIN_TEXT_BUCKET
 from vtjax.sampling.filters import choose_tokens
 from vtjax.sharding import BATCH_AXES
@@ -206,12 +209,12 @@ class DecodeState:
     done: jax.Array  # [N] bool, the row has emitted an EOS
     lengths: jax.Array  # [N] int32, tokens up to and including the EOS (M while running)
     last: jax.Array  # [N] int32, the token fed back next
-    generated: KVCache  # [layers, N, M, Hkv, Dh], the rows' generated-token caches
+    generated: tuple[KVCache, ...]  # per layer [N, Hkv, M, Dh], the rows' generated-token caches
 
 
 @functools.lru_cache(maxsize=None)
 def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding | None):
-    model = Qwen25VL(config)
+    model = Qwen25VL(config.replace(scan_layers=False))  # decode runs layer by layer (Qwen25VL.decode_step)
 
     def constrain(x, axis: int = 0):  # a row-indexed array [.., N, ..]: rows over `rows`' axes where they divide
         if rows is None or x.shape[axis] % math.prod(rows.mesh.shape[a] for a in BATCH_AXES):
@@ -220,13 +223,14 @@ def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding 
         spec[axis] = BATCH_AXES
         return jax.lax.with_sharding_constraint(x, NamedSharding(rows.mesh, PartitionSpec(*spec)))
 
-    def constrain_cache(kv: KVCache) -> KVCache:  # [layers, N, M, Hkv, Dh]
-        return KVCache(k=constrain(kv.k, axis=1), v=constrain(kv.v, axis=1))
+    def constrain_cache(generated: tuple[KVCache, ...]) -> tuple[KVCache, ...]:  # per layer [N, Hkv, M, Dh]
+        return tuple(KVCache(k=constrain(kv.k), v=constrain(kv.v)) for kv in generated)
 
     def logits_of(params, hidden):  # [N, E] -> [N, V] float32
         return model.apply({"params": params}, hidden, method=Qwen25VL.logits).astype(jnp.float32)
 
     def decode(params, hidden, prompt_cache: KVCache, prompt_mask, deltas, rng):
+        params = unstack_layers(config, params)  # once per rollout: each layer's weights a separate array
         r = s.num_samples
         b, prompt_len = prompt_mask.shape
         n = b * r  # row b * R + j is sample j of prompt b

@@ -46,6 +46,18 @@ def param_logical_axes(config: Qwen25VLConfig):
     return nn.get_partition_spec(boxed)
 
 
+def unstack_layers(config: Qwen25VLConfig, params):
+    """The decoder params of a layer-scanned config in the per-layer layout (``layers_{i}``) of
+    ``config.replace(scan_layers=False)``; unchanged when the config does not scan (the decode layout)."""
+    if not config.scan_layers:
+        return params
+    out = dict(params)
+    stacked = out.pop("layers")  # the text decoder's; the vision tower's are under "visual"
+    for i in range(config.text.num_hidden_layers):
+        out[f"layers_{i}"] = jax.tree.map(lambda a, i=i: a[i], stacked)
+    return out
+
+
 @functools.lru_cache(maxsize=None)
 def compiled_logits(config: Qwen25VLConfig):
     """A jitted ``(params, ModelInputs) -> float32 logits``, one per config (cached)."""

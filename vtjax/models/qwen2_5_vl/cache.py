@@ -1,8 +1,12 @@
 """The decoder's key/value caches and the modes its layers run in.
 
-A prefill returns the prompt's ``KVCache``; ``init_cache`` wraps it into the
-``DecodeCache`` the sampler carries: the prompt's keys and values shared by its
-R samples, and one generated-token cache per sample row.
+A prefill returns the prompt's ``KVCache`` (stacked over layers, as its scan
+produces it); ``init_cache`` turns it into the ``DecodeCache`` the sampler
+carries: per layer, the prompt's keys and values shared by its R samples, and
+one generated-token cache per sample row. Decode caches are head-major
+(``[rows, Hkv, slots, Dh]``) and held one array per layer, so a decode step
+neither transposes nor slices them: it reads each layer's cache where it lies
+and writes the new tokens' slots in place.
 """
 
 from __future__ import annotations
@@ -24,27 +28,27 @@ class LayerMode(enum.Enum):
 
 @flax.struct.dataclass
 class KVCache:
-    """Keys and values, stacked over layers (a single layer's when scanned)."""
+    """Keys and values: a prefill's, stacked over layers, or one decode layer's (head-major)."""
 
-    k: jax.Array  # [layers, B, L, Hkv, Dh]
-    v: jax.Array  # [layers, B, L, Hkv, Dh]
+    k: jax.Array  # prefill [layers, B, L, Hkv, Dh]; decode [rows, Hkv, slots, Dh]
+    v: jax.Array  # like k
 
 
 @flax.struct.dataclass
 class DecodeCache:
     """Everything cached for decoding N = B * R rows (row ``b * R + r`` is sample r of prompt b)."""
 
-    prompt: KVCache  # [layers, B, Lp, Hkv, Dh], shared by the R rows of each prompt
+    prompt: tuple[KVCache, ...]  # per layer [B, Hkv, Lp, Dh], shared by the R rows of each prompt
     prompt_mask: jax.Array  # [B, Lp] bool, False at the prompt's (left) padding
-    generated: KVCache  # [layers, N, M, Hkv, Dh], slot m holds row n's m-th fed-back token
+    generated: tuple[KVCache, ...]  # per layer [N, Hkv, M, Dh], slot m holds row n's m-th fed-back token
 
     @property
     def samples_per_prompt(self) -> int:
-        return self.generated.k.shape[1] // self.prompt.k.shape[1]
+        return self.generated[0].k.shape[0] // self.prompt[0].k.shape[0]
 
     @property
     def max_new_tokens(self) -> int:
-        return self.generated.k.shape[2]
+        return self.generated[0].k.shape[2]
 
 
 @flax.struct.dataclass
@@ -52,23 +56,28 @@ class DecodeView:
     """What one decode step's T new tokens see and where their keys go (inside a layer)."""
 
     prompt_mask: jax.Array  # [B, Lp] bool
-    generated_visible: jax.Array  # [N, T, M] bool, the new tokens' own slots included
+    generated_visible: jax.Array  # [N, T, M] bool, slots written before this step (the new tokens come apart)
     write_index: jax.Array  # [] int32, generated-cache slot of the first new token
 
 
 def init_cache(prompt: KVCache, prompt_mask: jax.Array, samples_per_prompt: int, max_new_tokens: int) -> DecodeCache:
-    """A decode cache over a prefilled prompt cache, with empty (zero) generated slots for every row."""
+    """A decode cache over a prefill's stacked cache [layers, B, Lp, Hkv, Dh]: the prompt's keys and values
+    made head-major per layer (one copy per rollout), and zeroed generated slots for every row."""
     layers, b, _, kv_heads, head_dim = prompt.k.shape
-    shape = (layers, b * samples_per_prompt, max_new_tokens, kv_heads, head_dim)
-    generated = KVCache(k=jnp.zeros(shape, prompt.k.dtype), v=jnp.zeros(shape, prompt.v.dtype))
-    return DecodeCache(prompt=prompt, prompt_mask=prompt_mask.astype(bool), generated=generated)
+    shape = (b * samples_per_prompt, kv_heads, max_new_tokens, head_dim)
+    head_major = [KVCache(k=prompt.k[i].transpose(0, 2, 1, 3), v=prompt.v[i].transpose(0, 2, 1, 3))
+                  for i in range(layers)]
+    generated = [KVCache(k=jnp.zeros(shape, prompt.k.dtype), v=jnp.zeros(shape, prompt.v.dtype))
+                 for _ in range(layers)]
+    return DecodeCache(prompt=tuple(head_major), prompt_mask=prompt_mask.astype(bool), generated=tuple(generated))
 
 
 def decode_view(cache: DecodeCache, write_index: jax.Array, new_tokens: int) -> DecodeView:
-    """The view of ``new_tokens`` tokens written from slot ``write_index``: token t sees slots <= index + t."""
-    rows = cache.generated.k.shape[1]
+    """The view of ``new_tokens`` tokens to be written from slot ``write_index``: each sees the slots before it
+    (and, inside the attention, the new tokens up to itself)."""
+    rows = cache.generated[0].k.shape[0]
     slots = jnp.arange(cache.max_new_tokens)  # [M]
-    visible = slots[None, :] <= write_index + jnp.arange(new_tokens)[:, None]  # [T, M]
+    visible = jnp.broadcast_to(slots < write_index, (new_tokens, cache.max_new_tokens))  # [T, M]
     return DecodeView(prompt_mask=cache.prompt_mask,
                       generated_visible=jnp.broadcast_to(visible[None], (rows, new_tokens, cache.max_new_tokens)),
                       write_index=jnp.asarray(write_index, jnp.int32))

@@ -77,9 +77,18 @@ class Qwen25VL(nn.Module):
         cfg = self.config
         layer = maybe_remat(DecoderLayer, cfg.remat_policy, scanned=cfg.scan_layers)
         kwargs = dict(config=cfg.text, mode=mode, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
-        per_layer = None if cache is None else (cache.prompt, cache.generated)
-        return run_layers(layer, x, (cos, sin, visibility), length=cfg.text.num_hidden_layers, scan=cfg.scan_layers,
-                          per_layer=per_layer, layer_kwargs=kwargs, return_outputs=mode != LayerMode.TRAIN)
+        if mode != LayerMode.DECODE:
+            return run_layers(layer, x, (cos, sin, visibility), length=cfg.text.num_hidden_layers,
+                              scan=cfg.scan_layers, layer_kwargs=kwargs, return_outputs=mode == LayerMode.PREFILL)
+        if cfg.scan_layers:
+            raise ValueError("decode runs layer by layer: apply a config with scan_layers=False to "
+                             "unstack_layers(config, params)")
+        generated = []
+        for i in range(cfg.text.num_hidden_layers):  # each layer's weights and caches are separate arrays
+            x, written = DecoderLayer(**kwargs, name=f"layers_{i}")(x, cos, sin, visibility, cache.prompt[i],
+                                                                    cache.generated[i])
+            generated.append(written)
+        return x, tuple(generated)
 
     def decode(self, x, position_ids, segment_ids) -> jax.Array:
         """Decoder layers and the final norm: [B, L, E] -> [B, L, E]."""
@@ -101,7 +110,8 @@ class Qwen25VL(nn.Module):
 
         tokens: [N, T], fed back into generated-cache slots ``write_index .. write_index + T - 1``;
         position_ids: [3, N, T] (``positions.decode_position_ids``). Returns (hidden [N, T, E], the cache
-        with those slots written).
+        with those slots written). Runs layer by layer: the config must have ``scan_layers=False`` and the
+        params that layout (``api.unstack_layers``), so that no step slices a stacked weight or cache.
         """
         x = self.embed_tokens(tokens)
         cos, sin = self._rotary(position_ids)

@@ -6,8 +6,9 @@ One set of parameters runs in three modes (``cache.LayerMode``):
 * ``PREFILL``: the same attention over the prompt, also returning its keys
   and values (one layer's ``KVCache`` [B, Lp, Hkv, Dh]);
 * ``DECODE``: new tokens of N = B * R rows attend to their prompt's shared
-  cache and to their own generated-token cache [N, M, Hkv, Dh], after writing
-  their keys and values there (``ops.decode_attention``).
+  cache [B, Hkv, Lp, Dh] and to their own generated-token cache
+  [N, Hkv, M, Dh], after writing their keys and values there
+  (``ops.decode_attention``).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ class DecoderLayer(nn.Module):
 
         x: [B, T, E] (DECODE: [N, T, E]); cos, sin: like x with Dh features.
         visibility: TRAIN / PREFILL: segment ids [B, T] (0 = padding); DECODE: a ``DecodeView``.
-        prompt, generated (DECODE only): this layer's prompt cache [B, Lp, Hkv, Dh] and generated cache
-        [N, M, Hkv, Dh]. cache: PREFILL the prompt's ``KVCache``; DECODE the updated generated one; else None.
+        prompt, generated (DECODE only): this layer's prompt cache [B, Hkv, Lp, Dh] and generated cache
+        [N, Hkv, M, Dh]. cache: PREFILL the prompt's ``KVCache``; DECODE the updated generated one; else None.
         """
         cfg = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -57,10 +58,14 @@ class DecoderLayer(nn.Module):
         cache = None
         if self.mode == LayerMode.DECODE:
             view: DecodeView = visibility
-            cache = KVCache(
-                k=jax.lax.dynamic_update_slice_in_dim(generated.k, k.astype(generated.k.dtype), view.write_index, 1),
-                v=jax.lax.dynamic_update_slice_in_dim(generated.v, v.astype(generated.v.dtype), view.write_index, 1))
-            out = decode_attention(q, prompt.k, prompt.v, view.prompt_mask, cache.k, cache.v, view.generated_visible)
+            out = decode_attention(q, k, v, prompt.k, prompt.v, view.prompt_mask, generated.k, generated.v,
+                                   view.generated_visible)
+
+            def write(slots, new):  # [N, Hkv, M, Dh] <- [N, T, Hkv, Dh] at slots write_index ..
+                new = new.transpose(0, 2, 1, 3).astype(slots.dtype)  # [N, Hkv, T, Dh]
+                return jax.lax.dynamic_update_slice_in_dim(slots, new, view.write_index, axis=2)
+
+            cache = KVCache(k=write(generated.k, k), v=write(generated.v, v))  # after the read: in place
         else:
             out = attention(q, k, v, causal=True, segment_ids=visibility, impl=cfg.attention_impl)
             if self.mode == LayerMode.PREFILL:

@@ -1,0 +1,46 @@
+"""The compiled decode loop reads each layer's weights where they lie: no step slices or copies a weight."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import jax
+
+from tests.sampling.test_sampler import CONFIG, video_batch
+from vtjax.models.qwen2_5_vl import abstract_params
+from vtjax.sampling import programs, prompt_batch, sampling_settings
+
+
+def _computation(hlo: str, name: str) -> str:
+    start = hlo.index(f"\n%{name} ")
+    return hlo[start:hlo.index("\n}", start)]
+
+
+def test_no_decode_step_slices_or_copies_a_weight():
+    params = abstract_params(CONFIG)
+    settings = sampling_settings(CONFIG, max_new_tokens=8, num_samples=2, temperature=1.0)
+    inputs = video_batch("left")
+    prompts = prompt_batch(CONFIG, inputs["input_ids"], inputs["attention_mask"], settings.pad_token_id,
+                           **{k: inputs[k] for k in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")})
+    prefill, decode = programs(CONFIG, settings)
+    hidden, cache = jax.eval_shape(prefill, params, prompts.inputs, None)
+    hlo = decode.lower(params, hidden, cache, prompts.inputs.segment_ids, prompts.deltas,
+                       jax.random.PRNGKey(0)).compile().as_text()
+    # The loops that run decode_step (a scan over layers would be one; the others are the RNG's and top-p's).
+    loops = re.findall(r"while\([^)]*\), condition=%[\w.-]+, body=%([\w.-]+)", hlo)
+    decode_loops = [body for body in map(functools.partial(_computation, hlo), loops) if "decode_step" in body]
+    assert decode_loops, loops
+    layer_weight_shapes = {tuple(leaf.shape[1:]) for leaf in jax.tree.leaves(params["layers"]) if leaf.ndim >= 3}
+    layer_weight_shapes |= {tuple(params["lm_head"]["kernel"].shape), tuple(params["embed_tokens"]["embedding"].shape)}
+    moved = []
+    for line in "\n".join(decode_loops).splitlines():
+        match = re.match(r"\s*(?:ROOT )?%([\w.-]+) = f32\[([\d,]*)\]\S* (\S+?)\(", line)
+        if not match:
+            continue
+        name, dims, op = match.groups()
+        shape = tuple(int(d) for d in dims.split(",") if d)
+        if shape in layer_weight_shapes and (op in ("copy", "slice", "dynamic-slice", "transpose")
+                                              or "slice" in name or "copy" in name):
+            moved.append(line.strip()[:160])
+    assert not moved, "\n".join(moved)
