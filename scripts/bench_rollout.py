@@ -1,23 +1,27 @@
 """Rollout throughput: vtjax.sampling.generate vs transformers generate(num_return_sequences=G), same run.
 
 Same small Qwen2.5-VL as bench_forward (6 text layers of width 512, vision depth
-4 width 256), float32; 2 video prompts (8 frames at 224x224, ~60 text tokens
-each), G samples per prompt, exactly N new tokens per sample (no EOS),
-temperature 1.0, top_p 0.95. Prints JSON lines:
+4 width 256), float32; 2 video prompts (~60 text tokens each), G samples per
+prompt, temperature 1.0. Workloads, one JSON line each with both sides:
 
-  {"bench": "rollout", ...}      the vtjax prefill/decode split and tokens/s of both sides with the
-                                 ratio (compile time reported separately)
-  {"bench": "decode_floor", ...} vtjax's decode step (decode seconds / steps) against the floor: one
-                                 step's weight-bound work alone, i.e. every decoder matmul and the LM
-                                 head for the N = 2 * G rows, jitted as straight-line code (no cache,
-                                 no attention, no sampling, no loop), median of repeats
+  rollout      (a) 8 frames at 224x224, --new-tokens per sample (no EOS), top_p 0.95; also the vtjax
+               prefill/decode split (compile time reported separately)
+  small_video  (b) 8 frames at 112x112, 128 new tokens (no EOS), plain temperature sampling
+  ragged       (c) as (b), but 128 of the 8192 token ids end a row: the random model samples almost
+               uniformly, so a row stops with probability ~1/64 a step and lengths spread over the budget
+               as GRPO's do; reports useful tokens/s (tokens before each row's EOS) and the share of
+               computed row-steps spent on rows that had already ended
+  decode_floor vtjax's decode step (decode seconds / steps) against the floor: one step's weight-bound
+               work alone, i.e. every decoder matmul and the LM head for the N = 2 * G rows, jitted as
+               straight-line code (no cache, no attention, no sampling, no loop), median of repeats
 
-Usage: python scripts/bench_rollout.py [--group 8] [--new-tokens 256] [--repeats 2] [--bench rollout decode_floor]
+Usage: python scripts/bench_rollout.py [--group 8] [--new-tokens 256] [--repeats 2] [--bench rollout ragged ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -35,11 +39,29 @@ from vtjax.convert import hf_to_params
 from vtjax.models.qwen2_5_vl import abstract_params
 from vtjax.sampling import generate, prompt_batch, sample, sampling_settings
 
-BENCHES = ("rollout", "decode_floor")
 
 
-def prompts(config, rng, frames: int = 8, text_tokens: int = 60) -> dict:
-    grid = (frames // 2, 16, 16)
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """One rollout workload of the benchmark (see the module docstring)."""
+
+    frame_size: int  # pixels a side
+    new_tokens: int | None  # budget per sample; None: --new-tokens
+    top_p: float  # 1.0: plain temperature sampling
+    stop_ids: tuple[int, ...]  # token ids that end a row; () runs every row to the budget
+
+
+WORKLOADS = {
+    "rollout": Workload(frame_size=224, new_tokens=None, top_p=0.95, stop_ids=()),
+    "small_video": Workload(frame_size=112, new_tokens=128, top_p=1.0, stop_ids=()),
+    "ragged": Workload(frame_size=112, new_tokens=128, top_p=1.0, stop_ids=tuple(range(4000, 4128))),
+}
+BENCHES = (*WORKLOADS, "decode_floor")
+
+
+def prompts(config, rng, frames: int = 8, text_tokens: int = 60, frame_size: int = 224) -> dict:
+    side = frame_size // config.vision.patch_size
+    grid = (frames // 2, side, side)
     visual = grid[0] * grid[1] * grid[2] // config.vision.merge_unit
     rows = []
     for extra in (0, 7):  # two prompts of different lengths
@@ -51,7 +73,7 @@ def prompts(config, rng, frames: int = 8, text_tokens: int = 60) -> dict:
     mask = np.zeros((2, length), np.int64)
     for r, row in enumerate(rows):  # left padding, as transformers generate wants
         ids[r, length - len(row):], mask[r, length - len(row):] = row, 1
-    pixels = rng.standard_normal((2 * grid[0] * 256, config.vision.patch_dim)).astype(np.float32)
+    pixels = rng.standard_normal((2 * grid[0] * side * side, config.vision.patch_dim)).astype(np.float32)
     return dict(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels,
                 video_grid_thw=np.array([grid, grid]), second_per_grid_ts=np.array([1.0, 1.0], np.float32))
 
@@ -72,29 +94,51 @@ def main() -> None:
                                          abstract_params(config)))
     inputs = prompts(config, np.random.default_rng(0))
     device = f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}, {os.cpu_count()} cpu cores"
-    if "rollout" in args.bench:
-        rollout(config, model, params, inputs, args, device)
+    for name, workload in WORKLOADS.items():
+        if name in args.bench:
+            print(json.dumps(rollout(name, workload, config, model, params, args, device)), flush=True)
     if "decode_floor" in args.bench:
         print(json.dumps(decode_floor(config, params, inputs, args, device)), flush=True)
 
 
-def rollout(config, model, params, inputs, args, device) -> None:
-    """vtjax against transformers on the whole rollout."""
-    total_tokens = 2 * args.group * args.new_tokens
-    kw = dict(max_new_tokens=args.new_tokens, num_samples=args.group, temperature=1.0, top_p=0.95,
-              eos_token_ids=())
+def row_lengths(tokens: np.ndarray, stop_ids) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens computed per row up to and including its first stop token, whether the row stopped)."""
+    stopped = np.isin(tokens, stop_ids) if stop_ids else np.zeros(tokens.shape, bool)
+    ended = stopped.any(axis=1)
+    lengths = np.where(ended, stopped.argmax(axis=1) + 1, tokens.shape[1])
+    return lengths, ended
+
+
+def ragged_stats(prefix: str, tokens: np.ndarray, stop_ids, seconds: float) -> dict:
+    """Useful tokens/s and the wasted share of row-steps: the loop runs every row until the longest ends."""
+    lengths, ended = row_lengths(tokens, stop_ids)
+    steps = int(lengths.max())
+    useful = int((lengths - ended).sum())
+    return {f"{prefix}_useful_tokens_per_s": round(useful / seconds, 1),
+            f"{prefix}_wasted_row_steps": round(1.0 - lengths.sum() / (len(lengths) * steps), 3),
+            f"{prefix}_length_percentiles_10_50_90": [int(x) for x in np.percentile(lengths, [10, 50, 90])]}
+
+
+def rollout(name: str, workload: Workload, config, model, params, args, device) -> dict:
+    """vtjax against transformers on one workload's whole rollout (prefill and decode)."""
+    inputs = prompts(config, np.random.default_rng(0), frame_size=workload.frame_size)
+    new_tokens = workload.new_tokens or args.new_tokens
+    rows = 2 * args.group
+    kw = dict(max_new_tokens=new_tokens, num_samples=args.group, temperature=1.0, top_p=workload.top_p,
+              eos_token_ids=workload.stop_ids)
 
     def ours(seed):
         out = generate(config, params, **inputs, seed=seed, **kw)
-        assert out["tokens"].shape == (2 * args.group, args.new_tokens)
+        assert out["tokens"].shape == (rows, new_tokens)
+        return out["tokens"]
 
     start = time.perf_counter()
     ours(0)
     first = time.perf_counter() - start
-    times = []
+    times, ours_tokens = [], None
     for seed in range(1, args.repeats + 1):
         start = time.perf_counter()
-        ours(seed)
+        ours_tokens = ours(seed)
         times.append(time.perf_counter() - start)
     ours_s = statistics.median(times)
 
@@ -107,26 +151,33 @@ def rollout(config, model, params, inputs, args, device) -> None:
     torch_inputs = {k: torch.as_tensor(v) for k, v in inputs.items()}
     # transformers 4.51.3 expands this one as a list for num_return_sequences.
     torch_inputs["second_per_grid_ts"] = inputs["second_per_grid_ts"].tolist()
+    stop = dict(eos_token_id=list(workload.stop_ids)) if workload.stop_ids else dict(min_new_tokens=new_tokens)
     theirs_times = []
     with torch.no_grad():
         for seed in range(args.repeats):
             torch.manual_seed(seed)
             start = time.perf_counter()
-            out = model.generate(**torch_inputs, do_sample=True, temperature=1.0, top_p=0.95, top_k=0,
-                                 num_return_sequences=args.group, max_new_tokens=args.new_tokens,
-                                 min_new_tokens=args.new_tokens, pad_token_id=config.pad_token_id)
+            out = model.generate(**torch_inputs, do_sample=True, temperature=1.0, top_p=workload.top_p, top_k=0,
+                                 num_return_sequences=args.group, max_new_tokens=new_tokens,
+                                 pad_token_id=config.pad_token_id, **stop)
             theirs_times.append(time.perf_counter() - start)
-            assert out.shape[0] == 2 * args.group
+            assert out.shape[0] == rows
     theirs_s = statistics.median(theirs_times)
-    print(json.dumps({
-        "bench": "rollout", "device": device, "prompts": 2, "group": args.group, "new_tokens": args.new_tokens,
-        "prompt_tokens": int(inputs["input_ids"].shape[1]),
-        "vtjax_tokens_per_s": round(total_tokens / ours_s, 1),
-        "transformers_tokens_per_s": round(total_tokens / theirs_s, 1),
+    theirs_tokens = out[:, inputs["input_ids"].shape[1]:].numpy()
+    line = {
+        "bench": name, "device": device, "prompts": 2, "group": args.group, "new_tokens": new_tokens,
+        "frame_size": workload.frame_size, "top_p": workload.top_p, "prompt_tokens": int(inputs["input_ids"].shape[1]),
         "speedup": round(theirs_s / ours_s, 2), "vtjax_s": round(ours_s, 2), "transformers_s": round(theirs_s, 2),
         "vtjax_prefill_s": round(prefill_s, 3), "vtjax_prefill_share": round(prefill_s / ours_s, 3),
         "vtjax_compile_s": round(first - ours_s, 1),
-    }), flush=True)
+    }
+    if workload.stop_ids:
+        line.update(ragged_stats("vtjax", ours_tokens, workload.stop_ids, ours_s))
+        line.update(ragged_stats("transformers", theirs_tokens, workload.stop_ids, theirs_s))
+    else:
+        line["vtjax_tokens_per_s"] = round(rows * new_tokens / ours_s, 1)
+        line["transformers_tokens_per_s"] = round(rows * new_tokens / theirs_s, 1)
+    return line
 
 
 def decode_floor(config, params, inputs, args, device) -> dict:
