@@ -186,29 +186,25 @@ def decode_floor(config, params, inputs, args, device) -> dict:
                                  temperature=1.0, top_p=0.95, eos_token_ids=())
     prompts = prompt_batch(config, inputs["input_ids"], inputs["attention_mask"], settings.pad_token_id,
                            **{k: inputs[k] for k in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")})
-    sample(config, params, prompts, settings, seed=0)["tokens"].block_until_ready()  # compile
-    decode_s = []
-    for seed in range(1, args.repeats + 1):
-        timings = {}
-        sample(config, params, prompts, settings, seed, timings=timings)
-        decode_s.append(timings["decode_s"])
-    # The loop runs new_tokens - 1 steps; the first token comes from the prefill's hidden state.
-    step_ms = 1e3 * statistics.median(decode_s) / (args.new_tokens - 1)
-
     rows = 2 * args.group
     layers = [jax.tree.map(lambda a, i=i: a[i], params["layers"]) for i in range(config.text.num_hidden_layers)]
     head = params["lm_head"]["kernel"] if "lm_head" in params else params["embed_tokens"]["embedding"].T
     floor_fn = jax.jit(weight_bound_step)
     x = jax.device_put(np.random.default_rng(0).standard_normal((rows, config.text.hidden_size)).astype(np.float32))
-    jax.block_until_ready(floor_fn(layers, head, x))
-    calls = 20
-    floor_s = []
-    for _ in range(max(5, args.repeats)):
+    jax.block_until_ready(floor_fn(layers, head, x))  # compile
+    sample(config, params, prompts, settings, seed=0)["tokens"].block_until_ready()  # compile
+    decode_s, floor_s, calls = [], [], 20
+    for seed in range(1, max(5, args.repeats) + 1):  # alternated, so that both see the same machine
+        timings = {}
+        sample(config, params, prompts, settings, seed, timings=timings)
+        decode_s.append(timings["decode_s"])
         start = time.perf_counter()
         for _ in range(calls):
             out = floor_fn(layers, head, x)
         jax.block_until_ready(out)
         floor_s.append((time.perf_counter() - start) / calls)
+    # The loop runs new_tokens - 1 steps; the first token comes from the prefill's hidden state.
+    step_ms = 1e3 * statistics.median(decode_s) / (args.new_tokens - 1)
     floor_ms = 1e3 * statistics.median(floor_s)
     return {"bench": "decode_floor", "device": device, "rows": rows, "prompt_tokens": int(inputs["input_ids"].shape[1]),
             "new_tokens": args.new_tokens, "decode_step_ms": round(step_ms, 2), "floor_ms": round(floor_ms, 2),
