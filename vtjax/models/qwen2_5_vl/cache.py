@@ -43,10 +43,6 @@ class DecodeCache:
     generated: tuple[KVCache, ...]  # per layer [N, Hkv, M, Dh], slot m holds row n's m-th fed-back token
 
     @property
-    def samples_per_prompt(self) -> int:
-        return self.generated[0].k.shape[0] // self.prompt[0].k.shape[0]
-
-    @property
     def max_new_tokens(self) -> int:
         return self.generated[0].k.shape[2]
 

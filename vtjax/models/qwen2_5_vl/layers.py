@@ -84,7 +84,7 @@ def run_layers(layer_cls, carry, broadcast_args: tuple, *, length: int, scan: bo
     leading 'layers' axis; ``per_layer`` ([length, ...]) is scanned over.
     ``scan=False``: modules "layers_{i}", layer i getting ``per_layer[i]`` and the
     extra static kwargs ``loop_layer_kwargs(i)``.
-    ``per_layer`` may be one pytree or a tuple of pytrees, each leaf [length, ...].
+    ``per_layer`` may be one array or a tuple of arrays, each [length, ...].
     The layer's call is ``(carry, *broadcast_args, *per_layer_i) -> (carry, out)``;
     with ``return_outputs`` the per-layer ``out`` pytrees come back stacked on a
     leading axis: ``(carry, outs)``.
@@ -100,8 +100,7 @@ def run_layers(layer_cls, carry, broadcast_args: tuple, *, length: int, scan: bo
     outs = []
     for i in range(length):
         kwargs = dict(layer_kwargs, **(loop_layer_kwargs(i) if loop_layer_kwargs else {}))
-        layer_inputs = [jax.tree.map(lambda a, i=i: a[i], x) for x in extra]  # layer i's slice of each
-        carry, out = layer_cls(**kwargs, name=f"layers_{i}")(carry, *broadcast_args, *layer_inputs)
+        carry, out = layer_cls(**kwargs, name=f"layers_{i}")(carry, *broadcast_args, *(a[i] for a in extra))
         outs.append(out)
     if not return_outputs:
         return carry
