@@ -10,12 +10,15 @@ prompt, temperature 1.0. Workloads, one JSON line each with both sides:
   ragged       (c) as (b), but 128 of the 8192 token ids end a row: the random model samples almost
                uniformly, so a row stops with probability ~1/64 a step and lengths spread over the budget
                as GRPO's do; reports useful tokens/s (tokens before each row's EOS) and the share of
-               computed row-steps spent on rows that had already ended
+               computed row-steps spent on rows that had already ended; vtjax runs once per
+               --rows-per-prompt R (R < G: continuous batching, a row whose sample ends takes the
+               prompt's next pending sample), all in the same run
   decode_floor vtjax's decode step (decode seconds / steps) against the floor: one step's weight-bound
                work alone, i.e. every decoder matmul and the LM head for the N = 2 * G rows, jitted as
                straight-line code (no cache, no attention, no sampling, no loop), median of repeats
 
-Usage: python scripts/bench_rollout.py [--group 8] [--new-tokens 256] [--repeats 2] [--bench rollout ragged ...]
+Usage: python scripts/bench_rollout.py [--group 8] [--new-tokens 256] [--repeats 2] [--rows-per-prompt 8 4 2]
+                                      [--bench rollout ragged ...]
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8, help="samples per prompt (G)")
     parser.add_argument("--new-tokens", type=int, default=256, help="tokens generated per sample")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per side (median)")
+    parser.add_argument("--rows-per-prompt", type=int, nargs="+", default=[8, 4, 2],
+                        help="decode rows per prompt tried on the ragged workload (values above G are skipped)")
     parser.add_argument("--bench", nargs="+", choices=BENCHES, default=BENCHES, help="which lines to measure")
     args = parser.parse_args()
 
@@ -109,13 +114,15 @@ def row_lengths(tokens: np.ndarray, stop_ids) -> tuple[np.ndarray, np.ndarray]:
     return lengths, ended
 
 
-def ragged_stats(prefix: str, tokens: np.ndarray, stop_ids, seconds: float) -> dict:
-    """Useful tokens/s and the wasted share of row-steps: the loop runs every row until the longest ends."""
+def ragged_stats(prefix: str, tokens: np.ndarray, stop_ids, seconds: float, computed_row_steps: int) -> dict:
+    """Useful tokens/s (tokens before each row's stop) and the share of computed row-steps that were wasted.
+
+    A row-step is one row's token choice; the useful ones are the tokens up to each row's stop.
+    """
     lengths, ended = row_lengths(tokens, stop_ids)
-    steps = int(lengths.max())
     useful = int((lengths - ended).sum())
     return {f"{prefix}_useful_tokens_per_s": round(useful / seconds, 1),
-            f"{prefix}_wasted_row_steps": round(1.0 - lengths.sum() / (len(lengths) * steps), 3),
+            f"{prefix}_wasted_row_steps": round(1.0 - lengths.sum() / computed_row_steps, 3),
             f"{prefix}_length_percentiles_10_50_90": [int(x) for x in np.percentile(lengths, [10, 50, 90])]}
 
 
@@ -127,20 +134,23 @@ def rollout(name: str, workload: Workload, config, model, params, args, device) 
     kw = dict(max_new_tokens=new_tokens, num_samples=args.group, temperature=1.0, top_p=workload.top_p,
               eos_token_ids=workload.stop_ids)
 
-    def ours(seed):
-        out = generate(config, params, **inputs, seed=seed, **kw)
+    def ours(seed, rows_per_prompt=0):
+        out = generate(config, params, **inputs, seed=seed, rows_per_prompt=rows_per_prompt, **kw)
         assert out["tokens"].shape == (rows, new_tokens)
-        return out["tokens"]
+        return out
 
-    start = time.perf_counter()
-    ours(0)
-    first = time.perf_counter() - start
-    times, ours_tokens = [], None
-    for seed in range(1, args.repeats + 1):
+    def timed(rows_per_prompt=0):  # (compile seconds, median seconds, last output)
         start = time.perf_counter()
-        ours_tokens = ours(seed)
-        times.append(time.perf_counter() - start)
-    ours_s = statistics.median(times)
+        ours(0, rows_per_prompt)
+        first = time.perf_counter() - start
+        times, out = [], None
+        for seed in range(1, args.repeats + 1):
+            start = time.perf_counter()
+            out = ours(seed, rows_per_prompt)
+            times.append(time.perf_counter() - start)
+        return first - statistics.median(times), statistics.median(times), out
+
+    compile_s, ours_s, ours_out = timed()
 
     # The prefill share: the same call with one new token.
     generate(config, params, **inputs, **{**kw, "max_new_tokens": 1})
@@ -169,14 +179,26 @@ def rollout(name: str, workload: Workload, config, model, params, args, device) 
         "frame_size": workload.frame_size, "top_p": workload.top_p, "prompt_tokens": int(inputs["input_ids"].shape[1]),
         "speedup": round(theirs_s / ours_s, 2), "vtjax_s": round(ours_s, 2), "transformers_s": round(theirs_s, 2),
         "vtjax_prefill_s": round(prefill_s, 3), "vtjax_prefill_share": round(prefill_s / ours_s, 3),
-        "vtjax_compile_s": round(first - ours_s, 1),
+        "vtjax_compile_s": round(compile_s, 1),
     }
-    if workload.stop_ids:
-        line.update(ragged_stats("vtjax", ours_tokens, workload.stop_ids, ours_s))
-        line.update(ragged_stats("transformers", theirs_tokens, workload.stop_ids, theirs_s))
-    else:
+    if not workload.stop_ids:
         line["vtjax_tokens_per_s"] = round(rows * new_tokens / ours_s, 1)
         line["transformers_tokens_per_s"] = round(rows * new_tokens / theirs_s, 1)
+        return line
+    # transformers runs every row until the longest ends (the first token from the prefill counts as a step).
+    line.update(ragged_stats("transformers", theirs_tokens, workload.stop_ids, theirs_s,
+                             rows * int(row_lengths(theirs_tokens, workload.stop_ids)[0].max())))
+    line["vtjax_by_rows_per_prompt"] = {}
+    for rows_per_prompt in sorted({r for r in args.rows_per_prompt if r <= args.group} | {args.group}, reverse=True):
+        compile_s, seconds, out = (0.0, ours_s, ours_out) if rows_per_prompt == args.group else timed(rows_per_prompt)
+        # Every sample's first token from the prefill's hidden state, then R rows per prompt per iteration.
+        computed = rows + 2 * rows_per_prompt * int(out["decode_iterations"])
+        stats = ragged_stats("vtjax", out["tokens"], workload.stop_ids, seconds, computed)
+        line["vtjax_by_rows_per_prompt"][rows_per_prompt] = {
+            "s": round(seconds, 2), "speedup": round(theirs_s / seconds, 2), "compile_s": round(compile_s, 1),
+            "useful_tokens_per_s": stats["vtjax_useful_tokens_per_s"],
+            "wasted_row_steps": stats["vtjax_wasted_row_steps"], "decode_iterations": int(out["decode_iterations"]),
+            "length_percentiles_10_50_90": stats["vtjax_length_percentiles_10_50_90"]}
     return line
 
 

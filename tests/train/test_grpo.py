@@ -134,6 +134,7 @@ def test_short_run_raises_the_reward(tmp_path, monkeypatch):
     ("rl.top_p", 1.5, "rl.top_p"),
     ("rl.reward_weights", "acuracy=1", "acuracy"),
     ("rl.loss_agg", "mean", "rl.loss_agg"),
+    ("rl.decode_rows_per_prompt", 9, "rl.decode_rows_per_prompt=9 must be in 1..rl.group_size=8"),
     ("train.lr", -1.0, "train.lr"),
     ("rl.reward_modules", "no_such_reward_module", "rl.reward_modules: cannot import 'no_such_reward_module'"),
 ])
@@ -179,3 +180,25 @@ def test_several_updates_per_step_keep_the_step_count_and_the_schedule(tmp_path,
 
     saved = ocp.StandardCheckpointer().restore(tmp_path / "checkpoints" / "3" / "state")
     assert int(saved["step"]) == 3  # what a resume starts from: training steps, not updates
+
+
+def test_fewer_decode_rows_give_the_same_steps(tmp_path, monkeypatch):
+    """rl.decode_rows_per_prompt=3 (continuous batching) draws the same completions as one row per sample,
+    so rewards, lengths and losses follow."""
+    from configs import tiny_grpo  # noqa: PLC0415
+
+    runs, original = {}, MetricsLogger.step
+    for rows in (0, 3):
+        config = tiny_grpo.get_config()
+        config.train.num_steps, config.log.every_steps, config.rl.decode_rows_per_prompt = 2, 1, rows
+        config.rl.max_new_tokens = 12
+        seen = []
+        monkeypatch.setattr(MetricsLogger, "step",
+                            lambda self, step, scalars, seen=seen: (seen.append(scalars),
+                                                                    original(self, step, scalars))[1])
+        assert grpo.run(config, str(tmp_path / str(rows))).step == 2
+        runs[rows] = seen
+    for full, refilled in zip(runs[0], runs[3], strict=True):
+        for name in ("reward_mean", "completion_length"):
+            assert refilled[name] == full[name], name
+        np.testing.assert_allclose(refilled["loss"], full["loss"], rtol=1e-4, atol=1e-6)

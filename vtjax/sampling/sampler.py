@@ -5,9 +5,12 @@ One call of ``generate`` runs two compiled programs:
 1. ``prefill``: vision tower + prompt through the decoder, once per prompt,
    returning the prompt KV cache ``[layers, B, Lp, Hkv, Dh]``;
 2. ``decode``: a ``lax.while_loop`` (carry: ``DecodeState``) produces one token
-   per step for all N = B * G rows until every row has emitted an EOS or
-   ``max_new_tokens`` is reached. The model's ``init_cache`` makes the
-   ``DecodeCache``: the G samples of a prompt *share* its prompt cache (never
+   per step for each of N = B * R rows (R rows per prompt, R <= G samples)
+   until every sample has emitted an EOS or ``max_new_tokens`` tokens. With
+   R < G the loop batches continuously: a row whose sample ends takes its
+   prompt's next pending sample, so rows stop idling behind the longest
+   completion. The model's ``init_cache`` makes the
+   ``DecodeCache``: the samples of a prompt *share* its prompt cache (never
    copied); each row only owns a cache of its generated tokens (per layer
    ``[N, Hkv, M, Dh]``), allocated inside the program, updated in place. The
    loop runs the decoder layer by layer on per-layer weights (unstacked once
@@ -51,6 +54,7 @@ class SamplingSettings:
     top_p: float  # 1.0 = off
     eos_token_ids: tuple[int, ...]  # any of these ends a row
     pad_token_id: int  # written after a row has ended
+    rows_per_prompt: int  # R decode rows per prompt, 1..G; R < G: a row whose sample ends takes the next one
 
 
 def left_pad(input_ids, attention_mask, length: int, pad_id: int):
@@ -67,12 +71,19 @@ def left_pad(input_ids, attention_mask, length: int, pad_id: int):
 
 def sampling_settings(config: Qwen25VLConfig, *, max_new_tokens: int, num_samples: int = 1,
                       temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-                      eos_token_ids=None) -> SamplingSettings:
-    """Checked settings; EOS defaults to the model's, padding to its pad id (else the first EOS)."""
+                      eos_token_ids=None, rows_per_prompt: int = 0) -> SamplingSettings:
+    """Checked settings; EOS defaults to the model's, padding to its pad id (else the first EOS).
+
+    rows_per_prompt: decode rows per prompt (0 = num_samples, every sample decodes at once). Fewer rows
+    than samples refill a row with the prompt's next sample when its own ends, so rows stop idling behind
+    the longest completion; every sample's tokens and log-probs stay those of the one-row-per-sample loop.
+    """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be at least 1")
     if num_samples < 1:
         raise ValueError(f"num_samples={num_samples} must be at least 1")
+    if not 0 <= rows_per_prompt <= num_samples:
+        raise ValueError(f"rows_per_prompt={rows_per_prompt} must be in 1..num_samples={num_samples} (0 = all)")
     if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
         raise ValueError(f"bad sampling settings: temperature={temperature}, top_p={top_p}, top_k={top_k}")
     if eos_token_ids is None:
@@ -80,7 +91,7 @@ def sampling_settings(config: Qwen25VLConfig, *, max_new_tokens: int, num_sample
     eos_token_ids = tuple(int(t) for t in np.atleast_1d(eos_token_ids))
     pad_id = config.pad_token_id if config.pad_token_id is not None else (eos_token_ids or (0,))[0]
     return SamplingSettings(max_new_tokens, num_samples, float(temperature), int(top_k), float(top_p),
-                            eos_token_ids, int(pad_id))
+                            eos_token_ids, int(pad_id), int(rows_per_prompt or num_samples))
 
 
 def generate(
@@ -101,6 +112,7 @@ def generate(
     top_k: int = 0,
     eos_token_ids=None,
     seed: int = 0,
+    rows_per_prompt: int = 0,
 ) -> dict[str, np.ndarray]:
     """Samples ``num_samples`` completions per prompt.
 
@@ -108,10 +120,12 @@ def generate(
     Returns numpy ``tokens`` [B*G, max_new_tokens] (``pad_token_id`` after a row's
     EOS), ``lengths`` [B*G] (tokens up to and including the EOS) and ``logprobs``
     [B*G, max_new_tokens] float32 (the policy's log-probability of each sampled
-    token at temperature 1, 0 after the end). Rows b*G .. b*G+G-1 belong to prompt b.
+    token at temperature 1, 0 after the end). Rows b*G .. b*G+G-1 belong to prompt b. ``rows_per_prompt``:
+    see ``sampling_settings`` (it changes the cost, not the result).
     """
     settings = sampling_settings(config, max_new_tokens=max_new_tokens, num_samples=num_samples,
-                                 temperature=temperature, top_p=top_p, top_k=top_k, eos_token_ids=eos_token_ids)
+                                 temperature=temperature, top_p=top_p, top_k=top_k, eos_token_ids=eos_token_ids,
+                                 rows_per_prompt=rows_per_prompt)
     vision = dict(pixel_values=pixel_values, image_grid_thw=image_grid_thw,
                   pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
                   second_per_grid_ts=second_per_grid_ts)
@@ -149,14 +163,17 @@ def prompt_batch(config: Qwen25VLConfig, input_ids, attention_mask, pad_id: int,
 def sample(config: Qwen25VLConfig, params, prompts: PromptBatch, settings: SamplingSettings, seed: int, *,
            features: jax.Array | None = None, rows: NamedSharding | None = None,
            timings: dict | None = None) -> dict[str, jax.Array]:
-    """Runs prefill and decode; returns device arrays ``tokens``, ``lengths``, ``logprobs`` (see ``generate``).
+    """Runs prefill and decode; returns device arrays ``tokens``, ``lengths``, ``logprobs`` (see ``generate``)
+    and ``decode_iterations`` ([] int32, decode loop iterations: each costs ``settings.rows_per_prompt`` rows
+    per prompt).
 
     Args:
       features: [Mp, E] the prompts' vision features, already encoded (the tower is then skipped).
-      rows: the sharding of the N = B * G sample rows inside decode (e.g. over the batch axes of a
+      rows: the sharding of the N = B * R decode rows (e.g. over the batch axes of a
         training mesh); the outputs are then replicated on that mesh. None: let the compiler choose.
       timings: when given, the call waits for each program and adds ``prefill_s`` and ``decode_s`` to it.
-    Sample n's key is fold_in(PRNGKey(seed), n): the draws depend on the global row, not on the layout.
+    Sample n's key is fold_in(PRNGKey(seed), n), its token t's fold_in(that, t): the draws depend on the
+    global sample, not on the layout or on the row that decodes it.
     """
     inputs = prompts.inputs if features is None else prompts.inputs.replace(vision=None)
     start = time.perf_counter()
@@ -169,19 +186,20 @@ def sample(config: Qwen25VLConfig, params, prompts: PromptBatch, settings: Sampl
         key = jax.random.PRNGKey(seed)
         if rows is not None:
             key = jax.device_put(key, NamedSharding(rows.mesh, PartitionSpec()))
-    tokens, lengths, logprobs = _decode_fn(config, settings, rows)(
+    tokens, lengths, logprobs, iterations = _decode_fn(config, settings, rows)(
         params, hidden, prompt_cache, prompts.inputs.segment_ids, prompts.deltas, key)
     if timings is not None:
         jax.block_until_ready(tokens)
         timings["decode_s"] = time.perf_counter() - start
-    return {"tokens": tokens, "lengths": lengths, "logprobs": logprobs}
+    return {"tokens": tokens, "lengths": lengths, "logprobs": logprobs, "decode_iterations": iterations}
 
 
 def programs(config: Qwen25VLConfig, settings: SamplingSettings, rows: NamedSharding | None = None):
     """The sampler's jitted (prefill, decode) programs, e.g. to compile them ahead of time (``train.aot_grpo``).
 
     prefill: (params, prompt inputs, features | None) -> (hidden [B, E], prompt cache);
-    decode: (params, hidden, prompt cache, prompt mask [B, Lp], deltas [B], key) -> (tokens, lengths, logprobs).
+    decode: (params, hidden, prompt cache, prompt mask [B, Lp], deltas [B], key)
+      -> (tokens, lengths, logprobs, loop iterations).
     """
     return _prefill_fn(config, rows), _decode_fn(config, settings, rows)
 
@@ -201,20 +219,24 @@ def _prefill_fn(config: Qwen25VLConfig, rows: NamedSharding | None):
 
 @flax.struct.dataclass
 class DecodeState:
-    """The carry of the decode loop over N = B * R rows and M = max_new_tokens slots."""
+    """The carry of the decode loop: N = B * R rows decode the B * G samples (R <= G rows per prompt; a row
+    whose sample ends takes its prompt's next pending sample), each sample into M = max_new_tokens slots."""
 
-    step: jax.Array  # [] int32, index of the token chosen in this iteration
-    tokens: jax.Array  # [N, M] int32, chosen tokens (pad after a row's end)
-    logprobs: jax.Array  # [N, M] float32, their log-probabilities (0 after a row's end)
-    done: jax.Array  # [N] bool, the row has emitted an EOS
-    lengths: jax.Array  # [N] int32, tokens up to and including the EOS (M while running)
-    last: jax.Array  # [N] int32, the token fed back next
-    generated: tuple[KVCache, ...]  # per layer [N, Hkv, M, Dh], the rows' generated-token caches
+    iterations: jax.Array  # [] int32, loop iterations run so far
+    sample: jax.Array  # [N] int32, the sample each row decodes (B * G: none left, the row idles)
+    step: jax.Array  # [N] int32, index within its sample of the token each row chooses now
+    last: jax.Array  # [N] int32, the token each row feeds back now
+    started: jax.Array  # [B] int32, samples of each prompt handed to rows so far
+    tokens: jax.Array  # [B * G, M] int32, chosen tokens (pad after a sample's end)
+    logprobs: jax.Array  # [B * G, M] float32, their log-probabilities (0 after a sample's end)
+    lengths: jax.Array  # [B * G] int32, tokens up to and including the EOS (M while running)
+    generated: tuple[KVCache, ...]  # per layer [N, Hkv, M, Dh], each row's current sample's cache
 
 
 @functools.lru_cache(maxsize=None)
 def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding | None):
     model = Qwen25VL(config.replace(scan_layers=False))  # decode runs layer by layer (Qwen25VL.decode_step)
+    g, r, m = s.num_samples, s.rows_per_prompt, s.max_new_tokens
 
     def constrain(x, axis: int = 0):  # a row-indexed array [.., N, ..]: rows over `rows`' axes where they divide
         if rows is None or x.shape[axis] % math.prod(rows.mesh.shape[a] for a in BATCH_AXES):
@@ -231,50 +253,74 @@ def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding 
 
     def decode(params, hidden, prompt_cache: KVCache, prompt_mask, deltas, rng):
         params = unstack_layers(config, params)  # once per rollout: each layer's weights a separate array
-        r = s.num_samples
         b, prompt_len = prompt_mask.shape
-        n = b * r  # row b * R + j is sample j of prompt b
-        cache = init_cache(prompt_cache, prompt_mask, r, s.max_new_tokens)
+        n, total = b * r, b * g  # row b * R + j decodes samples of prompt b; sample b * G + i is prompt b's i-th
+        cache = init_cache(prompt_cache, prompt_mask, r, m)
         cache = cache.replace(generated=constrain_cache(cache.generated))
-        deltas = jnp.repeat(deltas, r, axis=0)  # [N]
-        keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(n))  # one key per sample
+        row_deltas = jnp.repeat(deltas, r, axis=0)  # [N]
+        keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(total))  # one key per sample
         eos = jnp.asarray(s.eos_token_ids or (-1,), jnp.int32)
 
-        def pick(logits, step):
-            step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
+        def pick(logits, samples, steps):  # [X, V], [X], [X]: token `steps` of `samples`
+            step_keys = jax.vmap(jax.random.fold_in)(keys[jnp.minimum(samples, total - 1)], steps)
             return choose_tokens(logits, step_keys, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
 
-        first, first_lp = pick(logits_of(params, jnp.repeat(hidden, r, axis=0)), 0)
-        done = jnp.isin(first, eos)
+        # Every sample's first token comes from its prompt's last hidden state, before any row decodes.
+        first, first_lp = pick(logits_of(params, jnp.repeat(hidden, g, axis=0)), jnp.arange(total),
+                               jnp.zeros(total, jnp.int32))  # [B * G]
+        first_eos = jnp.isin(first, eos)
+        pending = (~first_eos).reshape(b, g) & (m > 1)  # [B, G] samples that need decoding
+        order = jnp.argsort(~pending, axis=1, stable=True)  # [B, G] each prompt's pending samples first, in order
+        pending_count = pending.sum(axis=1)  # [B]
+
+        def assign(state: DecodeState, free: jax.Array) -> DecodeState:
+            """Hands each free row [N] its prompt's next pending sample (none when all are handed out)."""
+            free = free.reshape(b, r)
+            take_index = state.started[:, None] + jnp.cumsum(free, axis=1) - 1  # [B, R]
+            takes = free & (take_index < pending_count[:, None])
+            chosen = jnp.take_along_axis(order, jnp.minimum(take_index, g - 1), axis=1)  # [B, R]
+            chosen = (jnp.arange(b)[:, None] * g + chosen).reshape(n)
+            takes, free = takes.reshape(n), free.reshape(n)
+            return state.replace(
+                sample=jnp.where(takes, chosen, jnp.where(free, total, state.sample)),
+                step=jnp.where(takes, 1, state.step), last=jnp.where(takes, first[chosen], state.last),
+                started=jnp.minimum(state.started + free.reshape(b, r).sum(axis=1), pending_count))
+
         start = DecodeState(
-            step=jnp.int32(1),
-            tokens=constrain(jnp.full((n, s.max_new_tokens), s.pad_token_id, jnp.int32).at[:, 0].set(first)),
-            logprobs=constrain(jnp.zeros((n, s.max_new_tokens), jnp.float32).at[:, 0].set(first_lp)),
-            done=done, lengths=jnp.where(done, 1, s.max_new_tokens), last=first, generated=cache.generated)
+            iterations=jnp.int32(0), sample=jnp.full(n, total, jnp.int32), step=jnp.ones(n, jnp.int32),
+            last=jnp.zeros(n, jnp.int32), started=jnp.zeros(b, jnp.int32),
+            tokens=constrain(jnp.full((total, m), s.pad_token_id, jnp.int32).at[:, 0].set(first)),
+            logprobs=constrain(jnp.zeros((total, m), jnp.float32).at[:, 0].set(first_lp)),
+            lengths=jnp.where(first_eos, 1, m).astype(jnp.int32), generated=cache.generated)
+        start = assign(start, jnp.ones(n, bool))
 
         def cond(state: DecodeState):
-            return (state.step < s.max_new_tokens) & ~jnp.all(state.done)
+            return jnp.any(state.sample < total)
 
         def body(state: DecodeState) -> DecodeState:
-            write = state.step - 1  # generated-cache slot of the token fed in now
-            positions = decode_position_ids(deltas, prompt_len, 1, start=write)  # [3, N, 1]
+            active = state.sample < total  # [N]
+            write = state.step - 1  # [N] generated-cache slot of the token fed in now
+            # With R == G no row is ever refilled: the active rows move in lockstep and one slot serves all.
+            write_index = state.iterations if r == g else write
+            positions = decode_position_ids(row_deltas, prompt_len, 1, start=write)  # [3, N, 1]
             hidden, stepped = model.apply({"params": params}, state.last[:, None], positions,
-                                          cache.replace(generated=state.generated), write,
+                                          cache.replace(generated=state.generated), write_index,
                                           method=Qwen25VL.decode_step)
-            token, lp = pick(logits_of(params, hidden[:, 0]), state.step)
-            token = jnp.where(state.done, s.pad_token_id, token)
-            lp = jnp.where(state.done, 0.0, lp)
-            finished = ~state.done & jnp.isin(token, eos)
-            return DecodeState(
-                step=state.step + 1, tokens=state.tokens.at[:, state.step].set(token),
-                logprobs=state.logprobs.at[:, state.step].set(lp), done=state.done | finished,
-                lengths=jnp.where(finished, state.step + 1, state.lengths), last=token,
+            token, lp = pick(logits_of(params, hidden[:, 0]), state.sample, state.step)
+            stops = active & jnp.isin(token, eos)
+            target = jnp.where(active, state.sample, total)  # idle rows write nowhere
+            stepped_state = state.replace(
+                iterations=state.iterations + 1, step=state.step + 1, last=token,
+                tokens=state.tokens.at[target, state.step].set(token, mode="drop"),
+                logprobs=state.logprobs.at[target, state.step].set(lp, mode="drop"),
+                lengths=state.lengths.at[jnp.where(stops, state.sample, total)].set(state.step + 1, mode="drop"),
                 generated=constrain_cache(stepped.generated))
+            return assign(stepped_state, ~active | stops | (state.step + 1 >= m))
 
         end = jax.lax.while_loop(cond, body, start)
-        return end.tokens, end.lengths, end.logprobs
+        return end.tokens, end.lengths, end.logprobs, end.iterations
 
     if rows is None:
         return jax.jit(decode)
     replicated = NamedSharding(rows.mesh, PartitionSpec())
-    return jax.jit(decode, out_shardings=(replicated, replicated, replicated))
+    return jax.jit(decode, out_shardings=(replicated, replicated, replicated, replicated))

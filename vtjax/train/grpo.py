@@ -117,7 +117,8 @@ class GrpoObjective:
         self.weights = grpo_config.reward_weights(config)
         self.reward_options = grpo_config.reward_options(config)
         self.settings = sampling_settings(model_cfg, max_new_tokens=r.max_new_tokens, num_samples=r.group_size,
-                                          temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
+                                          temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+                                          rows_per_prompt=r.decode_rows_per_prompt)
         self.stop_ids = self.settings.eos_token_ids + (self.settings.pad_token_id,)
         self.prompts = RolloutPrompts(model_cfg, run.mesh, self.settings.pad_token_id)
         self.prompts_per_block = t.batch_size // self.prompts.num_blocks
@@ -161,6 +162,8 @@ class GrpoObjective:
                      features=features, rows=self.prompts.row_sharding(), timings=timings)
         clock.add(prefill=timings["prefill_s"], decode=timings["decode_s"])
         tokens, lengths = host_copy(out["tokens"]), host_copy(out["lengths"])  # all N rows, every process
+        decode_row_steps = lengths.size + (  # every first token from the prefill, then R rows per prompt a step
+            config.train.batch_size * self.settings.rows_per_prompt * int(host_copy(out["decode_iterations"])))
         mine = lambda x, g=r.group_size: self.prompts.local_rows(x, g, self.prompts_per_block)  # noqa: E731
         with clock("reward"):
             texts = completion_texts(self.run.data.tokenizer, mine(tokens), mine(lengths), self.stop_ids)
@@ -206,7 +209,8 @@ class GrpoObjective:
             metrics = jax.device_get(metrics)
         self.compile_log.after()
         per_fn_all = {name: every[:, 1 + i] for i, name in enumerate(per_fn)}
-        scalars = rollout_scalars(metrics, every[:, 0], per_fn_all, lengths, clock, r.num_iterations)
+        scalars = rollout_scalars(metrics, every[:, 0], per_fn_all, lengths, decode_row_steps, clock,
+                                  r.num_iterations)
         scalars.update(extra)
         if self.peak:
             flops = r.num_iterations * grpo_update_flops(model_cfg, raw, mine(lengths), self.trains_vision,
@@ -240,7 +244,8 @@ class GrpoObjective:
                             temporal_patch=v.temporal_patch_size)
         prompts = self.prompts(raw, sizes, vision_rows=rows)
         group = grpo_config.temporal_group_size(config)
-        settings = dataclasses.replace(self.settings, num_samples=group)
+        settings = dataclasses.replace(self.settings, num_samples=group,
+                                       rows_per_prompt=min(self.settings.rows_per_prompt, group))
         seed = int(np.random.SeedSequence([config.seed, step, 1]).generate_state(1)[0] % 2**31)
         features = self.encode(params, prompts.inputs.vision)
         out = sample(self.model_cfg, params, prompts, settings, seed, features=features,
@@ -282,12 +287,12 @@ def step_bonuses(config, accuracy, lengths, shuffled, videos=None) -> tuple[np.n
     return bonus, scalars
 
 
-def rollout_scalars(metrics, total, per_fn, lengths, clock: "PhaseClock", iterations) -> dict:
+def rollout_scalars(metrics, total, per_fn, lengths, decode_row_steps: int, clock: "PhaseClock", iterations) -> dict:
     """Host scalars of one GRPO step for the logger (rewards and lengths over all N rows).
 
     Phase seconds (``<phase>_s``) and their share of the step (``<phase>_share``), rollout and update
-    throughput, and ``decode_finished_fraction``: the share of decode row-steps spent on rows that had
-    already emitted their EOS (the loop runs until the longest row ends).
+    throughput, and ``decode_finished_fraction``: the share of the ``decode_row_steps`` the sampler computed
+    (one token of one row each) that went to rows with no completion left to extend.
     """
     lengths = np.asarray(lengths)
     generated = float(np.sum(lengths))
@@ -299,7 +304,7 @@ def rollout_scalars(metrics, total, per_fn, lengths, clock: "PhaseClock", iterat
                rollout_tokens_per_s=generated / max(rollout_s, 1e-9),
                tokens_per_s=generated / max(clock.total(), 1e-9),  # completions per step second
                update_tokens_per_s=iterations * float(metrics["tokens"]) / max(update_s, 1e-9),
-               decode_finished_fraction=1.0 - generated / max(lengths.size * float(lengths.max()), 1.0),
+               decode_finished_fraction=1.0 - generated / max(float(decode_row_steps), 1.0),
                step_time_s=clock.total())
     out.update(clock.scalars())
     for name, values in per_fn.items():

@@ -34,6 +34,10 @@ def grpo_defaults() -> ml_collections.ConfigDict:
     c.rl.temperature = 1.0  # sampling temperature of the rollouts
     c.rl.top_p = 0.95  # nucleus filter of the rollouts (1.0 = off)
     c.rl.top_k = 0  # top-k filter of the rollouts (0 = off)
+    # Decode rows per prompt (0 = group_size). Fewer rows than samples batch continuously: a row whose
+    # completion ends takes the prompt's next one, so rows stop idling behind the longest completion. The
+    # samples are the same either way (docs/kernels.md "Continuous batching").
+    c.rl.decode_rows_per_prompt = 0
     c.rl.beta = 0.04  # weight of the k3 KL penalty against the starting policy (0 = no reference)
     c.rl.clip_eps_low = 0.2  # ratio clip range [1 - low, 1 + high] (matters when num_iterations > 1)
     c.rl.clip_eps_high = 0.2  # upper side of the clip range
@@ -146,6 +150,9 @@ def validate(config, *, num_devices: int, process_count: int = 1) -> dict[str, i
     for name in ("max_new_tokens", "num_iterations"):
         if r[name] < 1:
             raise ConfigError(f"rl.{name}={r[name]} must be at least 1")
+    if not 0 <= r.decode_rows_per_prompt <= g:
+        raise ConfigError(f"rl.decode_rows_per_prompt={r.decode_rows_per_prompt} must be in 1..rl.group_size={g} "
+                          f"(0 = group_size)")
     if r.temperature <= 0 or not 0 < r.top_p <= 1 or r.top_k < 0:
         raise ConfigError(f"rl.temperature={r.temperature} must be > 0, rl.top_p={r.top_p} in (0, 1], "
                           f"rl.top_k={r.top_k} >= 0")

@@ -53,7 +53,7 @@ class DecodeView:
 
     prompt_mask: jax.Array  # [B, Lp] bool
     generated_visible: jax.Array  # [N, T, M] bool, slots written before this step (the new tokens come apart)
-    write_index: jax.Array  # [] int32, generated-cache slot of the first new token
+    write_index: jax.Array  # [] or [N] int32, generated-cache slot of the first new token (of each row)
 
 
 def init_cache(prompt: KVCache, prompt_mask: jax.Array, samples_per_prompt: int, max_new_tokens: int) -> DecodeCache:
@@ -69,11 +69,12 @@ def init_cache(prompt: KVCache, prompt_mask: jax.Array, samples_per_prompt: int,
 
 
 def decode_view(cache: DecodeCache, write_index: jax.Array, new_tokens: int) -> DecodeView:
-    """The view of ``new_tokens`` tokens to be written from slot ``write_index``: each sees the slots before it
-    (and, inside the attention, the new tokens up to itself)."""
+    """The view of ``new_tokens`` tokens to be written from slot ``write_index`` (one for all rows, or [N] one
+    per row): each sees its row's slots before it (and, inside the attention, the new tokens up to itself)."""
     rows = cache.generated[0].k.shape[0]
+    write_index = jnp.asarray(write_index, jnp.int32)
     slots = jnp.arange(cache.max_new_tokens)  # [M]
-    visible = jnp.broadcast_to(slots < write_index, (new_tokens, cache.max_new_tokens))  # [T, M]
+    visible = slots[None, None, :] < write_index.reshape(-1, 1, 1)  # [1 or N, 1, M]
     return DecodeView(prompt_mask=cache.prompt_mask,
-                      generated_visible=jnp.broadcast_to(visible[None], (rows, new_tokens, cache.max_new_tokens)),
-                      write_index=jnp.asarray(write_index, jnp.int32))
+                      generated_visible=jnp.broadcast_to(visible, (rows, new_tokens, cache.max_new_tokens)),
+                      write_index=write_index)

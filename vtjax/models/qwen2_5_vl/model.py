@@ -108,7 +108,8 @@ class Qwen25VL(nn.Module):
     def decode_step(self, tokens, position_ids, cache: DecodeCache, write_index) -> tuple[jax.Array, DecodeCache]:
         """One step of cached decoding for N = B * R rows.
 
-        tokens: [N, T], fed back into generated-cache slots ``write_index .. write_index + T - 1``;
+        tokens: [N, T], fed back into generated-cache slots ``write_index .. write_index + T - 1`` (write_index:
+        one slot for every row, or [N] one per row);
         position_ids: [3, N, T] (``positions.decode_position_ids``). Returns (hidden [N, T, E], the cache
         with those slots written). Runs layer by layer: the config must have ``scan_layers=False`` and the
         params that layout (``api.unstack_layers``), so that no step slices a stacked weight or cache.

@@ -81,11 +81,12 @@ def get_rope_index(
 def decode_position_ids(deltas, padded_length: int, steps: int, start=0):
     """Positions of ``steps`` generated tokens after a prompt padded to ``padded_length``.
 
-    Returns [3, B, steps]: token n (0-based, counted from ``start``) of row b sits at
-    ``padded_length + start + n + deltas[b]``. numpy in, numpy out; a jax array (e.g. traced) in, jax out.
+    Returns [3, B, steps]: token n (0-based, counted from ``start``: a scalar, or [B] per row) of row b sits
+    at ``padded_length + start[b] + n + deltas[b]``. numpy in, numpy out; a jax array (e.g. traced) in, jax out.
     """
     xp = jnp if isinstance(deltas, jax.Array) or isinstance(start, jax.Array) else np
     deltas = xp.asarray(deltas).reshape(-1)
+    start = xp.asarray(start).reshape(-1, 1)  # [1, 1] or [B, 1]
     pos = padded_length + start + xp.arange(steps)[None, :] + deltas[:, None]  # [B, steps]
     out = xp.broadcast_to(pos[None], (3,) + pos.shape)
     return out.copy() if xp is np else out

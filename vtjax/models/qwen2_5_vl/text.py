@@ -13,6 +13,7 @@ One set of parameters runs in three modes (``cache.LayerMode``):
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -63,7 +64,10 @@ class DecoderLayer(nn.Module):
 
             def write(slots, new):  # [N, Hkv, M, Dh] <- [N, T, Hkv, Dh] at slots write_index ..
                 new = new.transpose(0, 2, 1, 3).astype(slots.dtype)  # [N, Hkv, T, Dh]
-                return jax.lax.dynamic_update_slice_in_dim(slots, new, view.write_index, axis=2)
+                if view.write_index.ndim == 0:  # every row at the same slot: one slice update
+                    return jax.lax.dynamic_update_slice_in_dim(slots, new, view.write_index, axis=2)
+                row_write = functools.partial(jax.lax.dynamic_update_slice_in_dim, axis=1)  # [Hkv, M, Dh] per row
+                return jax.vmap(row_write)(slots, new, view.write_index)  # a scatter, in place
 
             cache = KVCache(k=write(generated.k, k), v=write(generated.v, v))  # after the read: in place
         else:
