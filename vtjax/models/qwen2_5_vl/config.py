@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from vtjax import errors
+from vtjax.models.qwen2_5_vl.lora import LoraSpec
 
 # Keys transformers writes into every config.json that carry no architecture
 # information (bookkeeping, generation defaults, training-only switches).
@@ -127,6 +128,7 @@ class Qwen25VLConfig:
     param_dtype: str = "float32"  # storage dtype of the parameters
     scan_layers: bool = True  # run layers under nn.scan: compile time independent of depth
     remat_policy: str = "none"  # none | full | dots | dots_no_batch | save_attention_out
+    lora: LoraSpec | None = None  # low-rank adapters on the selected projections (lora.py); None = none
 
     def __post_init__(self):
         _validate(self)

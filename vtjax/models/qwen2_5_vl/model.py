@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from vtjax.models.qwen2_5_vl.cache import DecodeCache, KVCache, LayerMode, decode_view
 from vtjax.models.qwen2_5_vl.config import Qwen25VLConfig
 from vtjax.models.qwen2_5_vl.layers import INIT_STD, dense, maybe_remat, run_layers
+from vtjax.models.qwen2_5_vl.lora import adapted
 from vtjax.models.qwen2_5_vl.text import DecoderLayer
 from vtjax.models.qwen2_5_vl.vision import VisionInputs, VisionTower
 from vtjax.ops.norms import RMSNorm
@@ -50,14 +51,17 @@ class Qwen25VL(nn.Module):
         if not cfg.text.tie_word_embeddings:
             self.lm_head = dense(cfg.text.vocab_size, ("embed", "vocab"), name="lm_head", use_bias=False, **kw)
 
+    @adapted
     def __call__(self, inputs: ModelInputs) -> jax.Array:
         """Logits [B, L, vocab] in the compute dtype."""
         return self.logits(self.decode(self.embed(inputs), inputs.position_ids, inputs.segment_ids))
 
+    @adapted
     def encode_vision(self, vision: VisionInputs) -> jax.Array:
         """The vision tower alone: merged features [Mp, E] of a batch's images and videos."""
         return self.visual(vision)
 
+    @adapted
     def embed(self, inputs: ModelInputs, features: jax.Array | None = None) -> jax.Array:
         """Token embeddings with vision features at the image/video pad positions: [B, L, E].
 
@@ -90,10 +94,12 @@ class Qwen25VL(nn.Module):
             generated.append(written)
         return x, tuple(generated)
 
+    @adapted
     def decode(self, x, position_ids, segment_ids) -> jax.Array:
         """Decoder layers and the final norm: [B, L, E] -> [B, L, E]."""
         return self.norm(self._layers(x, *self._rotary(position_ids), segment_ids))
 
+    @adapted
     def prefill(self, inputs: ModelInputs, features: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
         """Runs the prompt and returns (hidden of its last position [B, E], the prompt's ``KVCache``).
 
@@ -105,6 +111,7 @@ class Qwen25VL(nn.Module):
         x, cache = self._layers(x, cos, sin, inputs.segment_ids, LayerMode.PREFILL)
         return self.norm(x[:, -1]), cache
 
+    @adapted
     def decode_step(self, tokens, position_ids, cache: DecodeCache, write_index) -> tuple[jax.Array, DecodeCache]:
         """One step of cached decoding for N = B * R rows.
 
@@ -124,6 +131,7 @@ class Qwen25VL(nn.Module):
         t = self.config.text
         return multimodal_rotary(position_ids, t.head_dim, t.rope_theta, t.mrope_section)  # [B, L, Dh] each
 
+    @adapted
     def logits(self, hidden: jax.Array) -> jax.Array:
         """LM head: [..., E] -> [..., vocab] (tied to the embedding when configured)."""
         if self.config.text.tie_word_embeddings:  # one 2-D matmul, as in ops.linear.flat_dot_general
