@@ -8,20 +8,25 @@ the ``--workdir`` of an SFT or GRPO run (its newest checkpoint, or ``--step``).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from vtjax import errors
 from vtjax.convert.files import atomic_output_dir, copy_side_files, refuse_overlap
 from vtjax.convert.hf import MAX_SHARD_BYTES, load_hf, write_hf_files
 from vtjax.convert.orbax_io import (ParamLeafReader, read_checkpoint_config, restore_params,
                                     write_params_checkpoint)
+from vtjax.convert.peft_adapter import read_peft_adapter, write_peft_adapter
 from vtjax.convert.verify import verify_against_transformers
+from vtjax.models.qwen2_5_vl.lora import adapter_product, module_path
 from vtjax.train import export
 
 # The entry point is the top of the import graph: it may reach into vtjax.train (for workdir-to-*).
@@ -50,8 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     to_orbax.add_argument("--hf-dir", required=True, type=Path, help="directory with config.json and safetensors")
     to_orbax.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="params dtype")
     to_orbax.add_argument("--no-scan", action="store_true", help="store per-layer params (scan_layers=False)")
+    to_orbax.add_argument("--peft-adapter", default=None, type=Path,
+                          help="a PEFT LoRA adapter directory trained on this model: stored as vtjax adapters")
     to_hf = sub.add_parser("orbax-to-hf", help="vtjax Orbax params checkpoint -> HF safetensors directory")
     to_hf.add_argument("--ckpt", required=True, type=Path, help="vtjax params checkpoint directory")
+    to_hf.add_argument("--lora", default=None, choices=["merge", "peft"],
+                       help="a checkpoint with LoRA adapters: merge them into a plain HF checkpoint, or write "
+                            "a PEFT adapter directory (adapter_config.json, adapter_model.safetensors)")
+    to_hf.add_argument("--base-model", default="",
+                       help="--lora peft: the base model's name or path recorded in adapter_config.json")
     run_to_orbax = sub.add_parser("workdir-to-orbax",
                                   help="a training run's params -> vtjax params checkpoint (for model.init_from)")
     run_to_hf = sub.add_parser("workdir-to-hf", help="a training run's params -> HF safetensors directory")
@@ -85,28 +97,79 @@ def _input_dir(path: Path, flag: str) -> Path:
 def hf_to_orbax(args) -> None:
     refuse_overlap(_input_dir(args.hf_dir, "--hf-dir"), args.out, "--hf-dir")
     # Conversion needs no accelerator: params stay in host memory as CPU jax arrays.
+    adapter_dir = None if args.peft_adapter is None else _input_dir(args.peft_adapter, "--peft-adapter")
     config, params = load_hf(args.hf_dir, dtype=args.dtype, scan_layers=not args.no_scan,
                              device=jax.devices("cpu")[0], progress=not args.quiet)
+    adapted = ""
+    if adapter_dir is not None:
+        spec, adapters = read_peft_adapter(adapter_dir, config)
+        config = config.replace(lora=spec)
+        for path, value in adapters.items():
+            node = params
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = jax.device_put(value.astype(config.param_dtype), jax.devices("cpu")[0])
+        adapted = f", LoRA r={spec.rank} on {len(adapters) // 2} projections"
     with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
         write_params_checkpoint(tmp, config, params)
         copied = copy_side_files(args.hf_dir, tmp)
         if args.verify:
-            _check(verify_against_transformers(config, params, args.hf_dir))
-    print(f"wrote {args.out} (params {config.param_dtype}, side files: {', '.join(copied) or 'none'})")
+            _check(verify_against_transformers(config, params, args.hf_dir, peft_adapter=adapter_dir))
+    print(f"wrote {args.out} (params {config.param_dtype}{adapted}, side files: {', '.join(copied) or 'none'})")
 
 
 def orbax_to_hf(args) -> None:
     refuse_overlap(_input_dir(args.ckpt, "--ckpt"), args.out, "--ckpt")
     config = read_checkpoint_config(args.ckpt)
+    if (config.lora is None) != (args.lora is None):
+        raise errors.ConversionError(
+            f"{args.ckpt} holds LoRA adapters (r={config.lora.rank}): pass --lora merge (a plain HF checkpoint) "
+            "or --lora peft (an adapter directory for peft)" if config.lora is not None else
+            f"--lora {args.lora}: {args.ckpt} holds no LoRA adapters; leave --lora out")
     # --verify runs the whole model, so it restores everything; otherwise one parameter at a time.
     params = restore_params(args.ckpt) if args.verify else ParamLeafReader(args.ckpt)
+    get = params if callable(params) else functools.partial(_leaf, params)
     with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
         copy_side_files(args.ckpt, tmp)
-        write_hf_files(config, params, tmp, dtype=args.dtype, max_shard_bytes=args.max_shard_size,
-                       progress=not args.quiet)
-        if args.verify:
+        if args.lora == "peft":
+            count = write_peft_adapter(tmp, config, get, base_model=args.base_model)
+            if args.verify:  # the base as an HF checkpoint beside it, for peft to load the adapter onto
+                with tempfile.TemporaryDirectory(dir=tmp.parent) as base_dir:
+                    write_hf_files(config.replace(lora=None), get, Path(base_dir), progress=False)
+                    _check(verify_against_transformers(config, params, base_dir, peft_adapter=tmp))
+            print(f"wrote {args.out} (PEFT LoRA adapter, r={config.lora.rank}, {count} modules)")
+            return
+        plain = config.replace(lora=None)
+        write_hf_files(plain, get if args.lora is None else merged_reader(config.lora, get), tmp, dtype=args.dtype,
+                       max_shard_bytes=args.max_shard_size, progress=not args.quiet)
+        if args.verify:  # the adapted vtjax model against the plain (merged) HF one
             _check(verify_against_transformers(config, params, tmp))
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}{' (LoRA merged)' if args.lora else ''}")
+
+
+def merged_reader(spec, get):
+    """``get`` for the merged model: each adapted kernel read with its adapters and merged (W + scale * A B),
+    the last one kept (callers ask for a stacked kernel's layers one after another)."""
+    last: dict = {}
+
+    def read(path):
+        path = tuple(path)
+        if path[-1] != "kernel" or not spec.selects(module_path(path[:-1])):
+            return get(path)
+        if path not in last:
+            last.clear()
+            a, b = np.asarray(get(path[:-1] + ("lora_a",))), np.asarray(get(path[:-1] + ("lora_b",)))
+            kernel = np.asarray(get(path))
+            last[path] = (kernel + spec.scale * np.asarray(adapter_product(a, b, kernel.shape))).astype(kernel.dtype)
+        return last[path]
+
+    return read
+
+
+def _leaf(tree, path):
+    for key in path:
+        tree = tree[key]
+    return tree
 
 
 def workdir_to_orbax(args) -> None:

@@ -4,7 +4,8 @@ Layout of a converted checkpoint directory (what ``init_from`` points at)::
 
     DIR/params/        Orbax (StandardCheckpointer) tree of the params
     DIR/config.json    the Hub config.json of the model
-    DIR/vtjax.json     {"format": "vtjax-params", "version": 1, "scan_layers": ..., "param_dtype": ...}
+    DIR/vtjax.json     {"format": "vtjax-params", "version": 1, "scan_layers": ..., "param_dtype": ...,
+                        "lora": {rank, alpha, dropout, targets, rslora} when the params hold adapters}
     DIR/tokenizer.json, generation_config.json, ...   copied from the source when present
 
 ``restore_params`` can place every array directly into a target sharding, so
@@ -13,6 +14,7 @@ no host ever holds the whole model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -24,6 +26,7 @@ from jax.sharding import Mesh
 
 from vtjax.convert.safetensors_io import CheckpointError
 from vtjax.models.qwen2_5_vl import Qwen25VLConfig, abstract_params, param_logical_axes
+from vtjax.models.qwen2_5_vl.lora import LoraSpec
 from vtjax.sharding import LOGICAL_RULES, shardings_for
 
 FORMAT = "vtjax-params"
@@ -41,6 +44,8 @@ def write_params_checkpoint(directory: Path, config: Qwen25VLConfig, params) -> 
     (directory / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2))
     meta = {"format": FORMAT, "version": VERSION, "scan_layers": config.scan_layers,
             "param_dtype": config.param_dtype}
+    if config.lora is not None:
+        meta["lora"] = dataclasses.asdict(config.lora)
     (directory / "vtjax.json").write_text(json.dumps(meta, indent=2))
 
 
@@ -56,6 +61,7 @@ def read_checkpoint_config(ckpt_dir: str | os.PathLike, **runtime) -> Qwen25VLCo
         raise CheckpointError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     runtime.setdefault("scan_layers", meta["scan_layers"])
     runtime.setdefault("param_dtype", meta["param_dtype"])
+    runtime.setdefault("lora", LoraSpec(**meta["lora"]) if meta.get("lora") else None)
     return Qwen25VLConfig.from_json_file(config_path, **runtime)
 
 

@@ -29,11 +29,12 @@ class VerifyReport:
 
 
 def verify_against_transformers(config: Qwen25VLConfig, params, hf_dir: str | os.PathLike,
-                                seed: int = 0) -> VerifyReport:
+                                seed: int = 0, peft_adapter: str | os.PathLike | None = None) -> VerifyReport:
     """Runs the HF model in ``hf_dir`` and vtjax ``params`` on the same image + video prompt.
 
     Params stored in a lower precision are compared against the torch model with
     its weights rounded to that precision, so the check isolates the conversion.
+    ``peft_adapter``: a PEFT LoRA directory loaded onto the HF model (``peft.PeftModel``) first.
     """
     try:
         import torch
@@ -41,6 +42,12 @@ def verify_against_transformers(config: Qwen25VLConfig, params, hf_dir: str | os
     except ImportError as e:  # pragma: no cover - depends on the install
         raise errors.ConversionError("--verify needs torch and transformers==4.51.3 (pip install 'vtjax[dev]')") from e
     model = _load_torch_model(hf_dir)
+    if peft_adapter is not None:
+        try:
+            from peft import PeftModel
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise errors.ConversionError("--verify of a PEFT adapter needs peft (pip install 'vtjax[dev]')") from e
+        model = PeftModel.from_pretrained(model, str(peft_adapter)).eval()
     stored = jax.numpy.dtype(config.param_dtype)
     if stored != jax.numpy.float32:
         torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[stored.name]
