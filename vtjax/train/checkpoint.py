@@ -134,7 +134,8 @@ class Checkpointer:
             self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
                 "state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler(),
                 "config": ocp.JsonCheckpointHandler(),
-                "model": ocp.JsonCheckpointHandler(filename="config.json")})
+                "model": ocp.JsonCheckpointHandler(filename="config.json"),
+                "lora_base": ocp.JsonCheckpointHandler(filename="base.json")})
         self._in_flight: int | None = None  # the step whose background write may still be running
         self._failed = False
         self._noise = _QuietStorageNoise()
@@ -150,18 +151,20 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, state: TrainState, data_state: dict, config: dict, model_config: dict, *,
-             force: bool = False) -> bool:
+             lora_base: dict | None = None, force: bool = False) -> bool:
         """Starts saving ``step`` when it is a multiple of ``every_steps`` (or ``force``); returns whether it did.
 
-        ``config``: the experiment config; ``model_config``: the run's resolved model as a Hub config.json.
+        ``config``: the experiment config; ``model_config``: the run's resolved model as a Hub config.json;
+        ``lora_base``: a LoRA run's record of the base its adapters belong to (``train.adapters``).
         """
         if not force and step % self.every_steps:
             return False
-        args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(_StateSnapshot(data_state)),
-            config=ocp.args.JsonSave(config),
-            model=ocp.args.JsonSave(model_config))
+        items = dict(state=ocp.args.StandardSave(state),
+                     data=grain.checkpoint.CheckpointSave(_StateSnapshot(data_state)),
+                     config=ocp.args.JsonSave(config), model=ocp.args.JsonSave(model_config))
+        if lora_base is not None:
+            items["lora_base"] = ocp.args.JsonSave(lora_base)
+        args = ocp.args.Composite(**items)
         with self._storage(self._in_flight):  # a failure of the previous background write surfaces here
             self.manager.wait_until_finished()
         with self._storage(step):
@@ -177,6 +180,12 @@ class Checkpointer:
         if not os.path.isfile(os.path.join(self.directory, str(step), "model", "config.json")):
             return None
         return self.manager.restore(step, args=ocp.args.Composite(model=ocp.args.JsonRestore()))["model"]
+
+    def read_lora_base(self, step: int) -> dict | None:
+        """The record of the base model a LoRA run's ``step`` belongs to; None for a full-model step."""
+        if not os.path.isfile(os.path.join(self.directory, str(step), "lora_base", "base.json")):
+            return None
+        return self.manager.restore(step, args=ocp.args.Composite(lora_base=ocp.args.JsonRestore()))["lora_base"]
 
     def restore(self, step: int, target: TrainState) -> tuple[TrainState, dict]:
         """The state at ``step`` placed like ``target`` (ShapeDtypeStructs with shardings), and this

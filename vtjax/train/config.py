@@ -17,6 +17,7 @@ import ml_collections
 from vtjax import errors
 from vtjax.data.records import parse_video_roots  # data.video_roots' parser (train.data imports it from here)
 from vtjax.models.qwen2_5_vl.config import ATTENTION_IMPLS, DTYPES, PRESETS, REMAT_POLICIES, VisionConfig
+from vtjax.models.qwen2_5_vl.lora import DECODER_PROJECTIONS, LoraSpec
 
 MODES = ("sft", "grpo", "eval", "generate")
 NONFINITE_ACTIONS = ("stop", "skip")
@@ -85,6 +86,14 @@ def sft_defaults() -> ml_collections.ConfigDict:
     c.train.freeze = ""  # comma-separated parts kept fixed: vision (patch embed + blocks), merger
     c.train.loss_chunk = 512  # tokens per cross-entropy chunk ([B, chunk, vocab] float32 at a time)
     c.train.on_nonfinite = "stop"  # stop: end the run, checkpoints untouched | skip: drop that update
+    # Low-rank adapters (docs/training.md "LoRA"): only the adapters train; the base weights stay as loaded.
+    c.train.lora = ml_collections.ConfigDict()
+    c.train.lora.enabled = False  # True: train LoRA adapters instead of the full model
+    c.train.lora.rank = 16  # r, the adapters' inner width
+    c.train.lora.alpha = 32.0  # the update is scaled by alpha / rank (alpha / sqrt(rank) with rslora)
+    c.train.lora.dropout = 0.0  # dropout on the adapters' input while training
+    c.train.lora.targets = DECODER_PROJECTIONS  # regex over module paths ('layers/q_proj', 'visual/layers/qkv')
+    c.train.lora.rslora = False  # rank-stabilised scaling
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = 1  # pure data parallel axis (replicated params)
@@ -196,6 +205,7 @@ def validate(config, *, num_devices: int, process_count: int = 1,
     bad = [p for p in split_list(t.freeze) if p not in FREEZABLE]
     if bad:
         raise ConfigError(f"train.freeze={t.freeze!r} has unknown part(s) {bad}; choose from {FREEZABLE}")
+    lora_spec(config)
 
     sizes = mesh_sizes(config, num_devices)
     what, count = rows or (f"train.batch_size={t.batch_size}", t.batch_size)
@@ -203,6 +213,21 @@ def validate(config, *, num_devices: int, process_count: int = 1,
     validate_model(config)
     _validate_data(config)
     return sizes
+
+
+def lora_spec(config) -> LoraSpec | None:
+    """The ``train.lora`` block as the model's ``LoraSpec`` (None when off); bad fields raise ConfigError."""
+    lo = config.train.lora
+    if not lo.enabled:
+        return None
+    if lo.dropout:
+        raise ConfigError(f"train.lora.dropout={lo.dropout}: adapter dropout is not wired into the training "
+                          "steps yet; use 0.0")
+    try:
+        return LoraSpec(rank=int(lo.rank), alpha=float(lo.alpha), dropout=float(lo.dropout), targets=str(lo.targets),
+                        rslora=bool(lo.rslora))
+    except ValueError as e:
+        raise ConfigError(f"train.{e}") from None
 
 
 def check_batch_split(what: str, rows: int, micro_batches: int, batch_shards: int, process_count: int) -> None:

@@ -29,10 +29,11 @@ import orbax.checkpoint as ocp
 from vtjax import errors
 from vtjax.convert.files import atomic_output_dir, copy_side_files, refuse_overlap
 from vtjax.convert.hf import MAX_SHARD_BYTES, write_hf_files
-from vtjax.convert.orbax_io import write_params_checkpoint
+from vtjax.convert.orbax_io import restore_params, write_params_checkpoint
 from vtjax.data import tokenizer as tok_lib
-from vtjax.models.qwen2_5_vl import Qwen25VLConfig, abstract_params
+from vtjax.models.qwen2_5_vl import Qwen25VLConfig, abstract_params, init_params, lora
 from vtjax.train.data import match_tokenizer
+from vtjax.train import adapters
 from vtjax.train.state import model_config
 
 
@@ -102,12 +103,22 @@ def restore_training_params(train_workdir: str | os.PathLike, step: int | None =
     train_config = training_config(train_workdir, step)
     model_cfg = checkpoint_model_config(train_workdir, step, train_config)
     shapes = abstract_params(model_cfg)
+    if model_cfg.lora is not None:  # the checkpoint holds the adapters; the base comes from its pointer
+        shapes = adapters.adapters_only(shapes)
     target = {"params": jax.tree_util.tree_map(lambda s: np.empty(s.shape, s.dtype), shapes)}
     restore_args = jax.tree_util.tree_map(lambda x: ocp.RestoreArgs(restore_type=np.ndarray), target)
     restored = ocp.PyTreeCheckpointer().restore(
         _checkpoints_dir(train_workdir) / str(step) / "state",
         args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True))
-    return model_cfg, restored["params"], step
+    if model_cfg.lora is None:
+        return model_cfg, restored["params"], step
+    record = json.loads((_checkpoints_dir(train_workdir) / str(step) / "lora_base" / "base.json").read_text())
+    base_cfg = model_cfg.replace(lora=None)
+    base = (restore_params(record["init_from"], config=base_cfg) if record["init_from"]
+            else jax.tree_util.tree_map(np.asarray, init_params(base_cfg, record["seed"])))
+    base = jax.tree_util.tree_map(lambda x: np.asarray(x, jax.numpy.dtype(model_cfg.param_dtype)), base)
+    adapters.check_base(record, adapters.base_record(base, record["init_from"], record["seed"]), step)
+    return model_cfg, lora.insert(base, restored["params"]), step
 
 
 def export_params(train_workdir: str | os.PathLike, out_dir: str | os.PathLike, *, tokenizer: str | None = None,
@@ -158,7 +169,9 @@ def export_hf(train_workdir: str | os.PathLike, out_dir: str | os.PathLike, *, s
             copy_side_files(Path(tokenizer), tmp)
         if tok_file is not None and not (tmp / tok_file.name).exists():
             shutil.copy2(tok_file, tmp / ("tokenizer.json" if tok_file.suffix == ".json" else "tokenizer.model"))
-        write_hf_files(model_cfg, params, tmp, dtype=dtype, max_shard_bytes=max_shard_bytes, progress=progress)
+        plain = params if model_cfg.lora is None else lora.merge(model_cfg.lora, params)  # LoRA: merged
+        write_hf_files(model_cfg.replace(lora=None), plain, tmp, dtype=dtype, max_shard_bytes=max_shard_bytes,
+                       progress=progress)
         if check is not None:
             check(model_cfg, params, tmp)
     return out_dir

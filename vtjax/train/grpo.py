@@ -123,18 +123,27 @@ class GrpoObjective:
         self.prompts = RolloutPrompts(model_cfg, run.mesh, self.settings.pad_token_id)
         self.prompts_per_block = t.batch_size // self.prompts.num_blocks
         self.trains_vision = vision_trains(run.state.params, t.freeze)
-        self.reference = None  # the frozen starting policy (k3 KL), when rl.beta > 0
-        if r.beta > 0:
-            if run.resumed_step is None:  # the run starts here: keep a copy the donated updates cannot touch
-                self.reference = jax.tree_util.tree_map(lambda x: x.copy(), run.state.params)
-            else:
-                self.reference = initial_params(model_cfg, run.shardings.params, run.mesh, seed=config.seed,
-                                                init_from=config.model.init_from)
         self.encode = encode_fn(model_cfg, t.freeze, self.prompts.feature_sharding(), with_pullback=False)
         self.encode_with_pullback = encode_fn(model_cfg, t.freeze, self.prompts.feature_sharding(),
                                               with_pullback=True)
         self.logprobs_fn = batch_logprobs_fn(model_cfg, t.loss_chunk,
                                              NamedSharding(run.mesh, P(None, BATCH_AXES)))
+        # The frozen starting policy (k3 KL), when rl.beta > 0: with LoRA, the policy's own base weights
+        # with the adapters off (no copy: a model without adapters ignores them); else a copy of the params.
+        self.reference = None  # its own params; None with LoRA (or no KL)
+        self.reference_encode, self.reference_logprobs_fn = self.encode, self.logprobs_fn
+        self.uses_reference = r.beta > 0
+        if r.beta > 0 and model_cfg.lora is not None:
+            base_cfg = model_cfg.replace(lora=None)
+            self.reference_encode = encode_fn(base_cfg, t.freeze, self.prompts.feature_sharding(),
+                                              with_pullback=False)
+            self.reference_logprobs_fn = batch_logprobs_fn(base_cfg, t.loss_chunk,
+                                                           NamedSharding(run.mesh, P(None, BATCH_AXES)))
+        elif r.beta > 0 and run.resumed_step is None:  # starts here: a copy the donated updates cannot touch
+            self.reference = jax.tree_util.tree_map(lambda x: x.copy(), run.state.params)
+        elif r.beta > 0:
+            self.reference = initial_params(model_cfg, run.shardings.params, run.mesh, seed=config.seed,
+                                            init_from=config.model.init_from)
         self.step_fns = {last: make_grpo_step(model_cfg, run.tx, run.schedule, t, r, last=last)
                          for last in (False, True)}
         self.compiled: dict = {}  # (batch, vision) tree structure -> jitted update
@@ -194,12 +203,13 @@ class GrpoObjective:
         if r.num_iterations > 1:
             with clock("old_logp"):
                 batch = batch.replace(old_logp=jax.block_until_ready(self.logprobs_fn(state.params, batch, features)))
-        if self.reference is not None:
+        if self.uses_reference:
             with clock("ref_logp"):
-                ref_features = (self.encode(self.reference, prompts.inputs.vision) if self.trains_vision
+                reference = state.params if self.reference is None else self.reference
+                ref_features = (self.reference_encode(reference, prompts.inputs.vision) if self.trains_vision
                                 else features)  # a frozen tower is the reference's too
                 batch = batch.replace(ref_logp=jax.block_until_ready(
-                    self.logprobs_fn(self.reference, batch, ref_features)))
+                    self.reference_logprobs_fn(reference, batch, ref_features)))
         self.compile_log.before(batch)
         with clock("update"):
             for iteration in range(r.num_iterations):  # later iterations: params moved, encode again

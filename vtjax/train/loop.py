@@ -30,14 +30,15 @@ from jax.sharding import Mesh
 
 from vtjax import errors
 from vtjax.models.qwen2_5_vl import Qwen25VLConfig
-from vtjax.train import resume
+from vtjax.models.qwen2_5_vl import lora
+from vtjax.train import adapters, resume
 from vtjax.train.checkpoint import Checkpointer
 from vtjax.train.metrics import MetricsLogger
 from vtjax.train.processes import agree
 from vtjax.train.optimizer import lr_schedule, make_optimizer, warmup_steps_for
 from vtjax.sharding import make_mesh
 from vtjax.train.signals import StopFlag
-from vtjax.train.state import (TrainState, abstract_state, init_state, model_config, param_shapes,
+from vtjax.train.state import (TrainState, abstract_state, init_state, initial_params, model_config, param_shapes,
                                state_shardings, with_shardings)
 
 log = logging.getLogger("vtjax.train")
@@ -88,6 +89,7 @@ class Run:
     shardings: TrainState  # NamedSharding of every state leaf
     state: TrainState  # fresh or resumed, placed on the mesh
     resumed_step: int | None  # the checkpoint step resumed from; None for a fresh run
+    lora_base: dict | None = None  # LoRA: the base the adapters belong to (saved with every checkpoint)
 
     @property
     def model_cfg(self) -> Qwen25VLConfig:
@@ -147,16 +149,26 @@ def setup(config, workdir: str, *, mesh_sizes: dict, defaults: dict,
     shapes = abstract_state(data.model_cfg, tx)
     shardings = state_shardings(data.model_cfg, tx, mesh, shapes)
     schedule = lr_schedule(t.lr, total_steps, warmup_steps_for(t, total_steps), t.end_lr_ratio)
-    resumed_step = None
+    resumed_step, lora_base = None, None
     if resume_from is not None:
-        resumed_step, state, data_state = resume.restore_newest(ckpt, with_shardings(shapes, shardings))
+        target = adapters.checkpointed(with_shardings(shapes, shardings))
+        resumed_step, state, data_state = resume.restore_newest(ckpt, target)
         resume.check_model_config(ckpt.read_model_config(resumed_step), data.model_cfg.to_hf_dict(), resumed_step)
+        if data.model_cfg.lora is not None:  # the checkpoint holds the adapters: the base comes from its pointer
+            base = initial_params(data.model_cfg, shardings.params, mesh, seed=config.seed,
+                                  init_from=config.model.init_from)
+            lora_base = adapters.base_record(base, config.model.init_from, config.seed)
+            adapters.check_base(ckpt.read_lora_base(resumed_step), lora_base, resumed_step)
+            state = state.replace(params=lora.insert(base, state.params))
         data.iterator.set_state(data_state)
         log.info("resumed from %s/%d", ckpt.directory, resumed_step)
     else:
         state = init_state(data.model_cfg, tx, mesh, seed=config.seed, init_from=config.model.init_from)
+        if data.model_cfg.lora is not None:
+            lora_base = adapters.base_record(state.params, config.model.init_from, config.seed)
     return Run(config=config, config_dict=config_dict, ckpt=ckpt, mesh=mesh, data=data, total_steps=total_steps,
-               tx=tx, schedule=schedule, shardings=shardings, state=state, resumed_step=resumed_step)
+               tx=tx, schedule=schedule, shardings=shardings, state=state, resumed_step=resumed_step,
+               lora_base=lora_base)
 
 
 def train(run: Run, objective: Objective) -> RunResult:
@@ -197,10 +209,12 @@ def train(run: Run, objective: Objective) -> RunResult:
                 scalars["updates_skipped"] = float(not metrics["finite"])
                 data_skipped += scalars["data_skipped"]
                 logger.step(step, scalars)
-                if ckpt.save(step, state, data_state, run.config_dict, run.model_json):
+                if ckpt.save(step, adapters.checkpointed(state), data_state, run.config_dict, run.model_json,
+                             lora_base=run.lora_base):
                     saved_step = step
             if saved_step != step:  # data_state: before any batch fetched but not trained on
-                ckpt.save(step, state, data_state, run.config_dict, run.model_json, force=True)
+                ckpt.save(step, adapters.checkpointed(state), data_state, run.config_dict, run.model_json,
+                          lora_base=run.lora_base, force=True)
     finally:
         ckpt.close()
         logger.flush(step)

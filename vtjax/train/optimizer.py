@@ -2,7 +2,8 @@
 
 Decay applies to matmul kernels only by default: norms' scales, biases and the
 token embedding keep their values (``train.decay_all_params`` decays all).
-Frozen parts (``train.freeze``) get no optimizer state and no update.
+Frozen parts (``train.freeze``, and with LoRA everything but the adapters) get no optimizer state and
+no update.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import jax
 import optax
 
+from vtjax.models.qwen2_5_vl import lora
 from vtjax.train.config import split_list
 
 log = logging.getLogger("vtjax.train")
@@ -34,14 +36,20 @@ def decay_mask(params, decay_all: bool = False):
 
 
 def frozen_mask(params, freeze: str | tuple = ""):
-    """True on parameters of the parts named in ``freeze`` ("vision", "merger")."""
+    """True on parameters of the parts named in ``freeze`` ("vision", "merger"), and, when the params hold
+    LoRA adapters, on every parameter that is not an adapter (LoRA trains the adapters only)."""
     prefixes = [pre for part in split_list(freeze) for pre in FREEZE_PREFIXES[part]]
+    adapters = has_adapters(params)
 
     def frozen(path, _):
         names = _names(path)
-        return any(names[: len(pre)] == pre for pre in prefixes)
+        return any(names[: len(pre)] == pre for pre in prefixes) or (adapters and not lora.is_adapter(path))
 
     return jax.tree_util.tree_map_with_path(frozen, params)
+
+
+def has_adapters(params) -> bool:
+    return any(lora.is_adapter(path) for path, _ in jax.tree_util.tree_leaves_with_path(params))
 
 
 def lr_schedule(lr: float, num_steps: int, warmup_steps: int, end_lr_ratio: float) -> optax.Schedule:
@@ -84,7 +92,7 @@ def make_optimizer(train_cfg, params, num_steps: int, updates_per_step: int = 1)
         weight_decay=train_cfg.weight_decay,
         mask=lambda p: decay_mask(p, train_cfg.decay_all_params)))
     tx = optax.chain(*parts)
-    if not split_list(train_cfg.freeze):
+    if not split_list(train_cfg.freeze) and not has_adapters(params):
         return tx
     labels = jax.tree_util.tree_map(lambda f: "frozen" if f else "train", frozen_mask(params, train_cfg.freeze))
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

@@ -18,10 +18,13 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from vtjax import errors
 from vtjax.convert.orbax_io import read_checkpoint_config, restore_params
 from vtjax.models.qwen2_5_vl import Qwen25VL, Qwen25VLConfig, param_logical_axes
+from vtjax.models.qwen2_5_vl import lora
 from vtjax.models.qwen2_5_vl.api import dummy_inputs
 from vtjax.sharding import shardings_for
+from vtjax.train.config import lora_spec
 
 
 @flax.struct.dataclass
@@ -45,7 +48,8 @@ def model_config(config, saved: dict | None = None) -> Qwen25VLConfig:
     else:  # a preset (its special ids may still change to a tokenizer's: train.data)
         cfg = Qwen25VLConfig.preset(m.preset, **runtime)
     return cfg.replace(vision=dataclasses.replace(cfg.vision, attention_impl=m.attention_impl),
-                       text=dataclasses.replace(cfg.text, attention_impl=m.attention_impl))
+                       text=dataclasses.replace(cfg.text, attention_impl=m.attention_impl),
+                       lora=lora_spec(config))
 
 
 def _init_params(model_cfg: Qwen25VLConfig, rng: jax.Array):
@@ -113,10 +117,28 @@ def init_state(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation, mesh
 
 
 def initial_params(model_cfg: Qwen25VLConfig, param_shardings, mesh: Mesh, *, seed: int, init_from: str = ""):
-    """The run's starting params in ``param_shardings`` (GRPO's frozen reference is these)."""
-    if init_from:
-        params = restore_params(init_from, mesh=mesh, config=model_cfg)
-        dtype = jnp.dtype(model_cfg.param_dtype)
-        return jax.jit(lambda p: jax.tree_util.tree_map(lambda x: x.astype(dtype), p),
-                       out_shardings=param_shardings, donate_argnums=0)(params)
-    return jax.jit(functools.partial(_init_params, model_cfg), out_shardings=param_shardings)(jax.random.PRNGKey(seed))
+    """The run's starting params in ``param_shardings`` (GRPO's frozen reference is these).
+
+    With LoRA (``model_cfg.lora``) the base comes from ``init_from`` (or ``seed``) and the adapters start
+    fresh from ``seed`` (B = 0: the model starts as the base), unless ``init_from`` holds adapters of the
+    same spec (e.g. a PEFT adapter imported with ``hf-to-orbax --peft-adapter``), which then continue.
+    """
+    if not init_from:
+        return jax.jit(functools.partial(_init_params, model_cfg),
+                       out_shardings=param_shardings)(jax.random.PRNGKey(seed))
+    stored = read_checkpoint_config(init_from).lora
+    if stored is not None and stored != model_cfg.lora:
+        raise errors.ConfigError(
+            f"model.init_from={init_from!r} holds LoRA adapters ({stored}) but train.lora asks for "
+            f"{model_cfg.lora}: train with the same train.lora fields, or merge the adapters first "
+            "(python -m vtjax.convert orbax-to-hf --lora merge, then hf-to-orbax)")
+    restored_cfg = model_cfg if stored is not None else model_cfg.replace(lora=None)
+    params = restore_params(init_from, mesh=mesh, config=restored_cfg)
+    dtype = jnp.dtype(model_cfg.param_dtype)
+    if model_cfg.lora is not None and stored is None:
+        _, adapter_shardings = lora.split(param_shardings)
+        fresh = jax.jit(lambda rng: lora.split(_init_params(model_cfg, rng))[1],
+                        out_shardings=adapter_shardings)(jax.random.PRNGKey(seed))
+        params = lora.insert(params, fresh)
+    return jax.jit(lambda p: jax.tree_util.tree_map(lambda x: x.astype(dtype), p),
+                   out_shardings=param_shardings, donate_argnums=0)(params)

@@ -17,13 +17,14 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from vtjax.train.optimizer import frozen_mask
+from vtjax.train.optimizer import frozen_mask, has_adapters
 from vtjax.train.state import TrainState
 
 
 def freeze(params, parts: str):
-    """``params`` with the parts named in ``train.freeze`` behind ``stop_gradient`` (their gradient is 0)."""
-    if not parts:
+    """``params`` with the parts named in ``train.freeze`` (with LoRA adapters: all but the adapters) behind
+    ``stop_gradient`` (their gradient is 0, and no weight gradient of theirs is computed)."""
+    if not parts and not has_adapters(params):
         return params
     mask = frozen_mask(params, parts)
     return jax.tree_util.tree_map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, mask)

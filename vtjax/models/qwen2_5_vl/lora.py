@@ -53,13 +53,13 @@ class LoraSpec:
 
     def __post_init__(self):
         if self.rank < 1:
-            raise ValueError(f"lora rank={self.rank} must be at least 1")
+            raise ValueError(f"lora.rank={self.rank} must be at least 1")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora dropout={self.dropout} must be in [0, 1)")
+            raise ValueError(f"lora.dropout={self.dropout} must be in [0, 1)")
         try:
             re.compile(self.targets)
         except re.error as err:
-            raise ValueError(f"lora targets={self.targets!r} is not a regex: {err}") from None
+            raise ValueError(f"lora.targets={self.targets!r} is not a regex: {err}") from None
 
     @property
     def scale(self) -> float:
@@ -159,6 +159,17 @@ def combine(base, adapters):
     """Inverse of ``split``."""
     return jax.tree_util.tree_map(lambda b, a: a if b is None else b, base, adapters,
                                   is_leaf=lambda x: x is None)
+
+
+def insert(params: dict, adapters: dict) -> dict:
+    """``params`` (nested dicts, adapters absent or None) with the adapter leaves of ``adapters`` added."""
+    out = dict(params)
+    for key, value in adapters.items():
+        if isinstance(value, dict):
+            out[key] = insert(out.get(key, {}), value)
+        elif value is not None:
+            out[key] = value
+    return out
 
 
 def merge(spec: LoraSpec, params):
