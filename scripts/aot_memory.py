@@ -10,6 +10,7 @@ peak while it runs (plus what stays resident across the step), then a summary.
   python scripts/aot_memory.py --config configs/qwen2_5_vl_7b_sft.py --mesh fsdp=8
   python scripts/aot_memory.py --config configs/qwen2_5_vl_7b_sft.py --mesh fsdp=8 --preset 72b
   python scripts/aot_memory.py --config configs/qwen2_5_vl_7b_grpo.py --mesh fsdp=8
+  python scripts/aot_memory.py --config configs/qwen2_5_vl_7b_grpo.py --mesh fsdp=8 --lora 64
 
 Numbers are XLA's buffer assignment for the CPU backend: parameter, optimizer
 and activation (temporary) bytes of one device. Accelerator backends assign
@@ -41,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=None, help="global batch (default: the config's)")
     p.add_argument("--micro_batches", type=int, default=None, help="gradient accumulation slices")
     p.add_argument("--remat", default=None, help="remat policy override")
+    p.add_argument("--lora", type=int, default=0,
+                   help="LoRA rank: train adapters (alpha = 2 * rank, the config's targets) instead of the model")
     return p.parse_args(argv)
 
 
@@ -69,6 +72,8 @@ def main(argv=None):
         config.train.micro_batches = args.micro_batches
     if args.remat:
         config.model.remat_policy = args.remat
+    if args.lora:
+        config.train.lora.enabled, config.train.lora.rank, config.train.lora.alpha = True, args.lora, 2.0 * args.lora
     if config.mode == "grpo":
         from vtjax.train import aot_grpo  # pylint: disable=import-outside-toplevel
 
@@ -79,7 +84,7 @@ def main(argv=None):
                           mesh=mesh_sizes)
             print(json.dumps(report), flush=True)
         peak = max(r["step_peak_gib"] for r in reports)
-        summary = {"summary": "grpo_step", "preset": config.model.preset, "mesh": mesh_sizes,
+        summary = {"summary": "grpo_step", "preset": config.model.preset, "mesh": mesh_sizes, "lora": args.lora,
                    "step_peak_gib": peak, "at": max(reports, key=lambda r: r["step_peak_gib"])["program"],
                    "budget_gib": args.budget_gib, "fits": peak <= args.budget_gib,
                    "compile_s": sum(r["compile_s"] + r["lower_s"] for r in reports)}
@@ -87,7 +92,7 @@ def main(argv=None):
         return summary
     report = aot.compile_report(config, frames=args.frames, frame_patches=args.frame_patches,
                                 tokens=args.tokens)
-    report.update(device=jax.devices()[0].device_kind, devices=devices, mesh=mesh_sizes)
+    report.update(device=jax.devices()[0].device_kind, devices=devices, mesh=mesh_sizes, lora=args.lora)
     print(json.dumps(report), flush=True)
     return report
 

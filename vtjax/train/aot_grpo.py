@@ -108,8 +108,9 @@ def grpo_report(config, *, frames: int, frame_patches: int, prompt_text: int) ->
     deltas = _abstract(mesh, (prompts,), i32, text)
     rows = NamedSharding(mesh, P(BATCH_AXES))
     reports = []
+    lora_on = model_cfg.lora is not None  # the reference is then the policy's own base: no copy
     resident = {"opt_state": bytes_per_device(state.opt_state),
-                "reference": bytes_per_device(state.params) if r.beta > 0 else 0}
+                "reference": bytes_per_device(state.params) if r.beta > 0 and not lora_on else 0}
 
     trains = vision_trains(shapes.params, t.freeze)
     encode = encode_fn(model_cfg, t.freeze, rows, with_pullback=trains)
@@ -141,9 +142,11 @@ def grpo_report(config, *, frames: int, frame_patches: int, prompt_text: int) ->
                                    is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
     resident["rollout_batch"] = bytes_per_device(batch)
     if r.beta > 0:
-        logprobs = batch_logprobs_fn(model_cfg, t.loss_chunk, NamedSharding(mesh, P(None, BATCH_AXES)))
+        logprobs = batch_logprobs_fn(model_cfg.replace(lora=None) if lora_on else model_cfg, t.loss_chunk,
+                                     NamedSharding(mesh, P(None, BATCH_AXES)))
         report, _ = _compile("reference_logprobs", logprobs, state.params, batch.replace(ref_logp=None), features)
-        reports.append((report, ("opt_state", "pullback", "params")))
+        # The policy's params stay resident beside a reference copy; with LoRA they are the argument itself.
+        reports.append((report, ("opt_state", "pullback") + (() if lora_on else ("params",))))
         resident["params"] = bytes_per_device(state.params)
 
     step = make_grpo_step(model_cfg, tx, lr_schedule(t.lr, 1000, 0, 0.0), t, r)

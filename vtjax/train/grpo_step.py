@@ -98,8 +98,8 @@ def make_grpo_step(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation, 
         return model.apply({"params": update.freeze(params, train_cfg.freeze)}, vision,
                            method=Qwen25VL.encode_vision)
 
-    def micro_loss(params, features, mb: RolloutBatch, share):
-        logp = logprobs(update.freeze(params, train_cfg.freeze), mb.inputs, mb.targets, features)  # [b, L]
+    def micro_loss(train, features, params, mb: RolloutBatch, share):  # the gradient is of `train`, features
+        logp = logprobs(update.with_frozen(train, params), mb.inputs, mb.targets, features)  # [b, L]
         old = mb.old_logp if mb.old_logp is not None else jax.lax.stop_gradient(logp)
         loss, metrics = grpo_loss(logp, old, mb.ref_logp, mb.advantages, mb.weights, beta=rl_cfg.beta,
                                   agg=rl_cfg.loss_agg, token_norm=token_norm, **clip)
@@ -114,18 +114,22 @@ def make_grpo_step(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation, 
         if trains_vision:  # accumulate the features' gradient in float32 whatever the compute dtype
             feature_dtype, features = features.dtype, features.astype(jnp.float32)
         grad_fn = jax.value_and_grad(micro_loss, argnums=(0, 1) if trains_vision else 0, has_aux=True)
+        train = update.trainable(state.params, train_cfg.freeze)
 
         def micro_grads(xs):
             mb, share = xs
-            (loss, metrics), grads = grad_fn(state.params, features, mb, share)
+            (loss, metrics), grads = grad_fn(train, features, state.params, mb, share)
             return grads, (loss, metrics)
 
-        grads_like = (state.params, features) if trains_vision else state.params
+        grads_like = (train, features) if trains_vision else train
         grads, (losses, metrics) = update.accumulate(micro_grads, grads_like, (batch, shares))
         if trains_vision:
             grads, feature_grads = grads
             (visual,) = pullback(feature_grads.astype(feature_dtype))
+            grads = update.full_grads(grads, state.params)
             grads = {**grads, "visual": jax.tree_util.tree_map(jnp.add, grads["visual"], visual)}
+        else:
+            grads = update.full_grads(grads, state.params)
         loss = jnp.sum(losses)
         new_state, applied = update.apply(state, grads, loss, tx, advance=int(last))
         out = {k: jnp.sum(v) for k, v in metrics.items()}

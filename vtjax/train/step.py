@@ -28,9 +28,8 @@ def loss_and_grads(model_cfg: Qwen25VLConfig, mesh: Mesh | None, *, loss_chunk: 
     def constrain(x):  # [b, L, E]: examples over the batch axes, the rest whole
         return x if rows is None else jax.lax.with_sharding_constraint(x, rows)
 
-    def micro_loss(params, mb: TrainBatch, total):
-        params = update.freeze(params, freeze)
-        variables = {"params": params}
+    def micro_loss(train, params, mb: TrainBatch, total):  # the gradient is of `train` (frozen leaves None)
+        variables = {"params": update.with_frozen(train, params)}
         x = constrain(model.apply(variables, mb.inputs, method=Qwen25VL.embed))  # [b, L, E]
         hidden = model.apply(variables, x, mb.inputs.position_ids, mb.inputs.segment_ids,
                              method=Qwen25VL.decode)  # [b, L, E]
@@ -41,13 +40,14 @@ def loss_and_grads(model_cfg: Qwen25VLConfig, mesh: Mesh | None, *, loss_chunk: 
     def run(params, batch: TrainBatch):
         total = jnp.maximum(jnp.sum(batch.weights), 1.0)  # target tokens of the global batch
         grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+        train = update.trainable(params, freeze)
 
         def micro_grads(mb):
-            (_, ce_sum), grads = grad_fn(params, mb, total)
+            (_, ce_sum), grads = grad_fn(train, params, mb, total)
             return grads, ce_sum
 
-        grads, ce_sums = update.accumulate(micro_grads, params, batch)
-        return jnp.sum(ce_sums) / total, total, grads
+        grads, ce_sums = update.accumulate(micro_grads, train, batch)
+        return jnp.sum(ce_sums) / total, total, update.full_grads(grads, params)
 
     return run
 

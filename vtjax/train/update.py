@@ -30,6 +30,25 @@ def freeze(params, parts: str):
     return jax.tree_util.tree_map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, mask)
 
 
+def trainable(params, parts: str):
+    """``params`` with None at every frozen leaf (``freeze``'s rule): what the gradient is taken of, so
+    that neither the backward pass nor the accumulator holds anything for frozen weights."""
+    mask = frozen_mask(params, parts)
+    return jax.tree_util.tree_map(lambda p, f: None if f else p, params, mask)
+
+
+def with_frozen(train, params):
+    """The full params: ``train``'s leaves, and ``params``' (behind ``stop_gradient``) where it has None."""
+    return jax.tree_util.tree_map(lambda t, p: jax.lax.stop_gradient(p) if t is None else t, train, params,
+                                  is_leaf=lambda x: x is None)
+
+
+def full_grads(grads, params):
+    """Gradients of ``trainable(params)`` completed with zeros at the frozen leaves (the optimizer's tree)."""
+    return jax.tree_util.tree_map(lambda g, p: jnp.zeros_like(p) if g is None else g, grads, params,
+                                  is_leaf=lambda x: x is None)
+
+
 def accumulate(grad_fn: Callable, grads_like, batch):
     """Sums ``grad_fn(micro_batch) -> (grads, aux)`` over the leading axis of ``batch``.
 
