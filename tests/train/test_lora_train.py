@@ -16,6 +16,7 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 from tests.train.conftest import read_metrics, run_main
 from vtjax.convert.verify import random_multimodal_inputs
 from vtjax.errors import CheckpointError
+from vtjax.eval import inference
 from vtjax.models.qwen2_5_vl import Qwen25VLConfig, abstract_params, forward, lora
 from vtjax.rl import rewards
 from vtjax.train import adapters, export, grpo
@@ -71,6 +72,20 @@ def test_export_merges_the_adapters_into_a_transformers_checkpoint(lora_sft_run,
     with torch.no_grad():
         theirs = model(**{k: torch.as_tensor(v) for k, v in inputs.items()}).logits.numpy()
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_eval_runs_the_run_with_its_adapters_merged(lora_sft_run, records_overrides):
+    from configs import tiny_eval  # noqa: PLC0415
+
+    config = tiny_eval.get_config()
+    config.model.from_workdir = str(lora_sft_run)
+    config.data.tokenizer = records_overrides["data.tokenizer"]
+    model = inference.load_model(config)
+    model_cfg, params, _ = export.restore_training_params(lora_sft_run)
+    assert model.config.lora is None  # merged: plain projections at inference
+    inputs = random_multimodal_inputs(model_cfg, seed=2)
+    np.testing.assert_allclose(np.asarray(forward(model.config, jax.device_get(model.params), **inputs)),
+                               np.asarray(forward(model_cfg, params, **inputs)), atol=1e-4)
 
 
 def test_adapters_refuse_another_base():

@@ -28,7 +28,7 @@ import numpy as np
 from vtjax.data import batching, chat, examples
 from vtjax.data.records import Record
 from vtjax.data import tokenizer as tok_lib
-from vtjax.models.qwen2_5_vl import Qwen25VLConfig, init_params, param_logical_axes
+from vtjax.models.qwen2_5_vl import Qwen25VLConfig, init_params, lora, param_logical_axes
 from vtjax.sampling import generate
 from vtjax.train.config import ConfigError
 from vtjax.convert.orbax_io import read_checkpoint_config, restore_params
@@ -104,6 +104,8 @@ def load_model(config, mesh: jax.sharding.Mesh | None = None) -> InferenceModel:
         raise ConfigError("no tokenizer: set data.tokenizer to the tokenizer the model was trained with")
     tokenizer = tok_lib.load_tokenizer(tok_path)
     model_cfg = _with_runtime(match_tokenizer(model_cfg, tokenizer, adopt=False), config)
+    if model_cfg.lora is not None:  # LoRA adapters folded into their kernels: the base model's speed
+        params, model_cfg = lora.merge(model_cfg.lora, params), model_cfg.replace(lora=None)
     shardings = shardings_for(param_logical_axes(model_cfg), params, mesh)
     params = jax.device_put(params, shardings)
     return InferenceModel(model_cfg, params, tokenizer, prompts_of(config), video_options(config), source,
