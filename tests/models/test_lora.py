@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -136,3 +137,15 @@ def test_bad_specs_are_refused(kwargs, message):
 def test_rslora_scales_by_the_root_of_the_rank():
     assert lora.LoraSpec(rank=16, alpha=32.0).scale == 2.0
     assert lora.LoraSpec(rank=16, alpha=32.0, rslora=True).scale == 8.0
+
+
+def test_dropout_applies_only_with_a_dropout_rng_and_repeats_per_key(params):
+    config = BASE.replace(lora=dataclasses.replace(SPEC, dropout=0.5))
+    params, inputs = trained(params), video_inputs()
+    apply = jax.jit(lambda p, key: Qwen25VL(config).apply({"params": p}, inputs, rngs={"dropout": key}))
+    plain = np.asarray(logits_fn(config)(params, inputs))  # no rng: no dropout (inference, old / reference)
+    np.testing.assert_allclose(plain, np.asarray(logits_fn(ADAPTED)(params, inputs)), atol=1e-6)
+    first = np.asarray(apply(params, jax.random.PRNGKey(1)))
+    np.testing.assert_array_equal(first, np.asarray(apply(params, jax.random.PRNGKey(1))))
+    assert np.abs(first - plain).max() > 1e-3
+    assert np.abs(first - np.asarray(apply(params, jax.random.PRNGKey(2)))).max() > 1e-3

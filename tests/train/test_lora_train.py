@@ -19,6 +19,7 @@ from vtjax.errors import CheckpointError
 from vtjax.eval import inference
 from vtjax.models.qwen2_5_vl import Qwen25VLConfig, abstract_params, forward, lora
 from vtjax.rl import rewards
+from vtjax.sharding import make_mesh
 from vtjax.train import adapters, export, grpo
 from vtjax.train import config as config_lib
 from vtjax.train.config import ConfigError
@@ -161,3 +162,20 @@ def test_full_grpo_keeps_a_reference_copy(tmp_path, monkeypatch):
     reference copy and AdamW's two moments of every kernel."""
     _, copies = _grpo_run(tmp_path, monkeypatch, steps=1, lora_on=False)
     assert copies == 4
+
+
+def test_adapter_dropout_changes_the_update_and_repeats_per_seed():
+    """One SFT step from the same start: train.lora.dropout=0.5 moves B otherwise than 0.0 (B's gradient is
+    (dropout(x) A)^T dy), and the same again repeats exactly (the masks follow seed and step)."""
+    from tests.train.test_step import _setup  # noqa: PLC0415
+
+    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    moved = []
+    for rate in (0.0, 0.5, 0.5):
+        fresh, step, batches = _setup(mesh, micro_batches=2, **{"train.lora.enabled": True, "train.lora.rank": 4,
+                                                                 "train.lora.dropout": rate})
+        state, metrics = step(fresh(), batches[0])
+        assert bool(metrics["finite"])
+        moved.append(np.asarray(state.params["layers"]["q_proj"]["lora_b"]))
+    assert np.abs(moved[0]).max() > 0 and np.abs(moved[1] - moved[0]).max() > 1e-4
+    np.testing.assert_array_equal(moved[1], moved[2])

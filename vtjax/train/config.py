@@ -220,9 +220,6 @@ def lora_spec(config) -> LoraSpec | None:
     lo = config.train.lora
     if not lo.enabled:
         return None
-    if lo.dropout:
-        raise ConfigError(f"train.lora.dropout={lo.dropout}: adapter dropout is not wired into the training "
-                          "steps yet; use 0.0")
     try:
         return LoraSpec(rank=int(lo.rank), alpha=float(lo.alpha), dropout=float(lo.dropout), targets=str(lo.targets),
                         rslora=bool(lo.rslora))

@@ -144,7 +144,7 @@ class GrpoObjective:
         elif r.beta > 0:
             self.reference = initial_params(model_cfg, run.shardings.params, run.mesh, seed=config.seed,
                                             init_from=config.model.init_from)
-        self.step_fns = {last: make_grpo_step(model_cfg, run.tx, run.schedule, t, r, last=last)
+        self.step_fns = {last: make_grpo_step(model_cfg, run.tx, run.schedule, t, r, last=last, seed=config.seed)
                          for last in (False, True)}
         self.compiled: dict = {}  # (batch, vision) tree structure -> jitted update
         self.compile_log = CompileLog("GRPO update step")

@@ -56,11 +56,13 @@ def policy_logprobs_fn(model_cfg: Qwen25VLConfig, chunk: int):
     """
     model = Qwen25VL(model_cfg)
 
-    def logprobs(params, inputs, targets, features=None):
+    def logprobs(params, inputs, targets, features=None, dropout_key=None):
         variables = {"params": params}
-        x = model.apply(variables, inputs, features, method=Qwen25VL.embed)
-        hidden = model.apply(variables, x, inputs.position_ids, inputs.segment_ids, method=Qwen25VL.decode)
-        return chunked_token_logprobs(lambda h: model.apply(variables, h, method=Qwen25VL.logits),
+        rngs = None if dropout_key is None else {"dropout": dropout_key}  # the adapters' dropout (LoRA)
+        x = model.apply(variables, inputs, features, method=Qwen25VL.embed, rngs=rngs)
+        hidden = model.apply(variables, x, inputs.position_ids, inputs.segment_ids, method=Qwen25VL.decode,
+                             rngs=rngs)
+        return chunked_token_logprobs(lambda h: model.apply(variables, h, method=Qwen25VL.logits, rngs=rngs),
                                       hidden, targets, chunk)
 
     return logprobs
@@ -80,8 +82,10 @@ def batch_logprobs_fn(model_cfg: Qwen25VLConfig, chunk: int, rows: NamedSharding
 
 
 def make_grpo_step(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                   train_cfg, rl_cfg, *, last: bool = True):
+                   train_cfg, rl_cfg, *, last: bool = True, seed: int = 0):
     """The un-jitted update ``(state, RolloutBatch, VisionInputs, features, pullback) -> (state, metrics)``.
+
+    ``seed``: the adapters' dropout draws (LoRA with ``train.lora.dropout``) follow (seed, step).
 
     ``features``: the prompts' features from ``encode_fn`` with ``state.params``; ``pullback``: its
     pullback when the tower trains, or None, which makes a training tower encode again here (the params
@@ -98,8 +102,8 @@ def make_grpo_step(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation, 
         return model.apply({"params": update.freeze(params, train_cfg.freeze)}, vision,
                            method=Qwen25VL.encode_vision)
 
-    def micro_loss(train, features, params, mb: RolloutBatch, share):  # the gradient is of `train`, features
-        logp = logprobs(update.with_frozen(train, params), mb.inputs, mb.targets, features)  # [b, L]
+    def micro_loss(train, features, params, mb: RolloutBatch, share, key):  # the gradient: of train, features
+        logp = logprobs(update.with_frozen(train, params), mb.inputs, mb.targets, features, key)  # [b, L]
         old = mb.old_logp if mb.old_logp is not None else jax.lax.stop_gradient(logp)
         loss, metrics = grpo_loss(logp, old, mb.ref_logp, mb.advantages, mb.weights, beta=rl_cfg.beta,
                                   agg=rl_cfg.loss_agg, token_norm=token_norm, **clip)
@@ -117,12 +121,13 @@ def make_grpo_step(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation, 
         train = update.trainable(state.params, train_cfg.freeze)
 
         def micro_grads(xs):
-            mb, share = xs
-            (loss, metrics), grads = grad_fn(train, features, state.params, mb, share)
+            mb, share, key = xs
+            (loss, metrics), grads = grad_fn(train, features, state.params, mb, share, key)
             return grads, (loss, metrics)
 
         grads_like = (train, features) if trains_vision else train
-        grads, (losses, metrics) = update.accumulate(micro_grads, grads_like, (batch, shares))
+        keys = update.dropout_keys(model_cfg, seed, state.step, shares.shape[0])
+        grads, (losses, metrics) = update.accumulate(micro_grads, grads_like, (batch, shares, keys))
         if trains_vision:
             grads, feature_grads = grads
             (visual,) = pullback(feature_grads.astype(feature_dtype))

@@ -33,7 +33,7 @@ class SftObjective:
         t = run.config.train
         self.run = run
         self.builder = BatchBuilder(run.model_cfg, run.mesh, t.micro_batches)
-        self.step_fn = make_train_step(run.model_cfg, run.tx, run.schedule, t, run.mesh)
+        self.step_fn = make_train_step(run.model_cfg, run.tx, run.schedule, t, run.mesh, seed=run.config.seed)
         self.compiled: dict = {}  # batch tree structure (static frame bucket) -> jitted step
         self.compile_log = CompileLog("train step")
         self.peak = run.config.log.peak_tflops or peak_tflops(jax.devices()[0].device_kind)

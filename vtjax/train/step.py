@@ -28,37 +28,42 @@ def loss_and_grads(model_cfg: Qwen25VLConfig, mesh: Mesh | None, *, loss_chunk: 
     def constrain(x):  # [b, L, E]: examples over the batch axes, the rest whole
         return x if rows is None else jax.lax.with_sharding_constraint(x, rows)
 
-    def micro_loss(train, params, mb: TrainBatch, total):  # the gradient is of `train` (frozen leaves None)
+    def micro_loss(train, params, mb: TrainBatch, total, key):  # the gradient is of `train` (frozen: None)
         variables = {"params": update.with_frozen(train, params)}
-        x = constrain(model.apply(variables, mb.inputs, method=Qwen25VL.embed))  # [b, L, E]
+        rngs = None if key is None else {"dropout": key}  # the adapters' dropout (LoRA), else none
+        x = constrain(model.apply(variables, mb.inputs, method=Qwen25VL.embed, rngs=rngs))  # [b, L, E]
         hidden = model.apply(variables, x, mb.inputs.position_ids, mb.inputs.segment_ids,
-                             method=Qwen25VL.decode)  # [b, L, E]
-        logits_fn = lambda h: model.apply(variables, h, method=Qwen25VL.logits)  # noqa: E731
+                             method=Qwen25VL.decode, rngs=rngs)  # [b, L, E]
+        logits_fn = lambda h: model.apply(variables, h, method=Qwen25VL.logits, rngs=rngs)  # noqa: E731
         ce_sum = chunked_cross_entropy(logits_fn, constrain(hidden), mb.targets, mb.weights, loss_chunk)
         return ce_sum / total, ce_sum
 
-    def run(params, batch: TrainBatch):
+    def run(params, batch: TrainBatch, keys=None):
+        """keys: [M] dropout keys of the micro-batches, or None."""
         total = jnp.maximum(jnp.sum(batch.weights), 1.0)  # target tokens of the global batch
         grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
         train = update.trainable(params, freeze)
 
-        def micro_grads(mb):
-            (_, ce_sum), grads = grad_fn(train, params, mb, total)
+        def micro_grads(xs):
+            mb, key = xs
+            (_, ce_sum), grads = grad_fn(train, params, mb, total, key)
             return grads, ce_sum
 
-        grads, ce_sums = update.accumulate(micro_grads, train, batch)
+        grads, ce_sums = update.accumulate(micro_grads, train, (batch, keys))
         return jnp.sum(ce_sums) / total, total, update.full_grads(grads, params)
 
     return run
 
 
 def make_train_step(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    train_cfg, mesh: Mesh | None):
-    """The un-jitted step ``(state, batch) -> (state, metrics)``; see ``jit_train_step``."""
+                    train_cfg, mesh: Mesh | None, seed: int = 0):
+    """The un-jitted step ``(state, batch) -> (state, metrics)``; see ``jit_train_step``. ``seed``: the
+    adapters' dropout draws (LoRA with ``train.lora.dropout``) follow (seed, step)."""
     grads_fn = loss_and_grads(model_cfg, mesh, loss_chunk=train_cfg.loss_chunk, freeze=train_cfg.freeze)
 
     def step(state: TrainState, batch: TrainBatch):
-        loss, target_tokens, grads = grads_fn(state.params, batch)
+        keys = update.dropout_keys(model_cfg, seed, state.step, batch.targets.shape[0])
+        loss, target_tokens, grads = grads_fn(state.params, batch, keys)
         new_state, applied = update.apply(state, grads, loss, tx)
         metrics = {
             "loss": loss,

@@ -49,6 +49,14 @@ def full_grads(grads, params):
                                   is_leaf=lambda x: x is None)
 
 
+def dropout_keys(model_cfg, seed: int, step: jax.Array, micro_batches: int) -> jax.Array | None:
+    """[M] PRNG keys for the adapters' dropout in one step's micro-batches (from seed and step), or None
+    when the model has no dropout (its programs then take no key)."""
+    if model_cfg.lora is None or not model_cfg.lora.dropout:
+        return None
+    return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), step), micro_batches)
+
+
 def accumulate(grad_fn: Callable, grads_like, batch):
     """Sums ``grad_fn(micro_batch) -> (grads, aux)`` over the leading axis of ``batch``.
 

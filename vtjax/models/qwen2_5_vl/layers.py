@@ -92,7 +92,7 @@ def run_layers(layer_cls, carry, broadcast_args: tuple, *, length: int, scan: bo
     extra = () if per_layer is None else (per_layer if isinstance(per_layer, tuple) else (per_layer,))
     if scan:
         in_axes = (nn.broadcast,) * len(broadcast_args) + (0,) * len(extra)
-        scanned = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True},
+        scanned = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                           in_axes=in_axes, length=length,
                           metadata_params={nn.PARTITION_NAME: "layers"})
         carry, outs = scanned(**layer_kwargs, name="layers")(carry, *broadcast_args, *extra)

@@ -118,8 +118,9 @@ def _adapter(spec: LoraSpec, module: nn.DenseGeneral, x: jax.Array) -> jax.Array
                      in_shape + (spec.rank,), module.param_dtype)  # [in..., r]
     b = module.param("lora_b", nn.with_logical_partitioning(nn.initializers.zeros, (None,) + names[n:]),
                      (spec.rank,) + features, module.param_dtype)  # [r, out...]
-    if spec.dropout > 0 and module.has_rng("dropout"):
-        x = nn.Dropout(rate=spec.dropout, deterministic=False)(x, rng=module.make_rng("dropout"))
+    if spec.dropout > 0 and module.has_rng("dropout"):  # inverted dropout on the adapter's input only
+        keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - spec.dropout, x.shape)
+        x = jnp.where(keep, x / (1.0 - spec.dropout), 0.0).astype(x.dtype)
     x, a, b = (t.astype(module.dtype or x.dtype) for t in (x, a, b))
     low = flat_dot_general(x, a, ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))), ((), ())))  # [..., r]
     out = flat_dot_general(low, b, (((low.ndim - 1,), (0,)), ((), ())))  # [..., out...]
