@@ -10,7 +10,7 @@ peak while it runs (plus what stays resident across the step), then a summary.
   python scripts/aot_memory.py --config configs/qwen2_5_vl_7b_sft.py --mesh fsdp=8
   python scripts/aot_memory.py --config configs/qwen2_5_vl_7b_sft.py --mesh fsdp=8 --preset 72b
   python scripts/aot_memory.py --config configs/qwen2_5_vl_7b_grpo.py --mesh fsdp=8
-  python scripts/aot_memory.py --config configs/qwen2_5_vl_7b_grpo.py --mesh fsdp=8 --lora 64
+  python scripts/aot_memory.py --config configs/qwen2_5_vl_7b_grpo.py --mesh fsdp=8 --lora 64 [--lora_base_dtype bfloat16]
 
 Numbers are XLA's buffer assignment for the CPU backend: parameter, optimizer
 and activation (temporary) bytes of one device. Accelerator backends assign
@@ -44,6 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--remat", default=None, help="remat policy override")
     p.add_argument("--lora", type=int, default=0,
                    help="LoRA rank: train adapters (alpha = 2 * rank, the config's targets) instead of the model")
+    p.add_argument("--lora_base_dtype", default="", help="with --lora: the frozen base's dtype (e.g. bfloat16)")
     return p.parse_args(argv)
 
 
@@ -74,6 +75,7 @@ def main(argv=None):
         config.model.remat_policy = args.remat
     if args.lora:
         config.train.lora.enabled, config.train.lora.rank, config.train.lora.alpha = True, args.lora, 2.0 * args.lora
+        config.train.lora.base_dtype = args.lora_base_dtype
     if config.mode == "grpo":
         from vtjax.train import aot_grpo  # pylint: disable=import-outside-toplevel
 

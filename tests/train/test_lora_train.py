@@ -179,3 +179,24 @@ def test_adapter_dropout_changes_the_update_and_repeats_per_seed():
         moved.append(np.asarray(state.params["layers"]["q_proj"]["lora_b"]))
     assert np.abs(moved[0]).max() > 0 and np.abs(moved[1] - moved[0]).max() > 1e-4
     np.testing.assert_array_equal(moved[1], moved[2])
+
+
+def test_base_held_in_bfloat16_stays_put_while_the_adapters_train_in_float32():
+    from tests.train.test_step import _setup  # noqa: PLC0415
+
+    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    fresh, step, batches = _setup(mesh, micro_batches=1, **{"train.lora.enabled": True, "train.lora.rank": 4,
+                                                             "train.lora.base_dtype": "bfloat16"})
+    start = fresh()
+    before = jax.device_get(start.params)
+    state, metrics = step(start, batches[0])
+    assert bool(metrics["finite"])
+    for (path, old), new in zip(_leaves(before), jax.tree_util.tree_leaves(jax.device_get(state.params)),
+                                strict=True):
+        if lora.is_adapter(path):
+            assert new.dtype == np.float32, jax.tree_util.keystr(path)
+        else:
+            assert new.dtype == jax.numpy.bfloat16, jax.tree_util.keystr(path)
+            np.testing.assert_array_equal(np.asarray(new, np.float32), np.asarray(old, np.float32))
+    moments = [x for p, x in _leaves(jax.device_get(state.opt_state)) if np.ndim(x)]
+    assert moments and all(x.dtype == np.float32 for x in moments)

@@ -94,6 +94,7 @@ def sft_defaults() -> ml_collections.ConfigDict:
     c.train.lora.dropout = 0.0  # dropout on the adapters' input while training
     c.train.lora.targets = DECODER_PROJECTIONS  # regex over module paths ('layers/q_proj', 'visual/layers/qkv')
     c.train.lora.rslora = False  # rank-stabilised scaling
+    c.train.lora.base_dtype = ""  # the frozen base's storage dtype: "" = model.param_dtype, or "bfloat16"
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = 1  # pure data parallel axis (replicated params)
@@ -222,7 +223,7 @@ def lora_spec(config) -> LoraSpec | None:
         return None
     try:
         return LoraSpec(rank=int(lo.rank), alpha=float(lo.alpha), dropout=float(lo.dropout), targets=str(lo.targets),
-                        rslora=bool(lo.rslora))
+                        rslora=bool(lo.rslora), base_dtype=str(lo.base_dtype))
     except ValueError as e:
         raise ConfigError(f"train.{e}") from None
 

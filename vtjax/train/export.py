@@ -34,7 +34,7 @@ from vtjax.data import tokenizer as tok_lib
 from vtjax.models.qwen2_5_vl import Qwen25VLConfig, abstract_params, init_params, lora
 from vtjax.train.data import match_tokenizer
 from vtjax.train import adapters
-from vtjax.train.state import model_config
+from vtjax.train.state import held_as, model_config
 
 
 class ExportError(errors.CheckpointError):
@@ -116,7 +116,7 @@ def restore_training_params(train_workdir: str | os.PathLike, step: int | None =
     base_cfg = model_cfg.replace(lora=None)
     base = (restore_params(record["init_from"], config=base_cfg) if record["init_from"]
             else jax.tree_util.tree_map(np.asarray, init_params(base_cfg, record["seed"])))
-    base = jax.tree_util.tree_map(lambda x: np.asarray(x, jax.numpy.dtype(model_cfg.param_dtype)), base)
+    base = jax.tree_util.tree_map(np.asarray, held_as(model_cfg, base))  # as the run held it (lora.base_dtype)
     adapters.check_base(record, adapters.base_record(base, record["init_from"], record["seed"]), step)
     return model_cfg, lora.insert(base, restored["params"]), step
 

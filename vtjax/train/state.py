@@ -62,8 +62,10 @@ def param_shapes(model_cfg: Qwen25VLConfig):
 
 
 def abstract_state(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation) -> TrainState:
-    """Shapes and dtypes of the whole train state, allocating nothing."""
-    params = param_shapes(model_cfg)
+    """Shapes and dtypes of the whole train state (a LoRA base in its storage dtype), allocating nothing."""
+    params = jax.tree_util.tree_map_with_path(
+        lambda p, s: jax.ShapeDtypeStruct(s.shape, lora.storage_dtype(model_cfg.lora, p, s.dtype)),
+        param_shapes(model_cfg))
     return TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
                       opt_state=jax.eval_shape(tx.init, params))
 
@@ -124,7 +126,7 @@ def initial_params(model_cfg: Qwen25VLConfig, param_shardings, mesh: Mesh, *, se
     same spec (e.g. a PEFT adapter imported with ``hf-to-orbax --peft-adapter``), which then continue.
     """
     if not init_from:
-        return jax.jit(functools.partial(_init_params, model_cfg),
+        return jax.jit(lambda rng: held_as(model_cfg, _init_params(model_cfg, rng)),
                        out_shardings=param_shardings)(jax.random.PRNGKey(seed))
     stored = read_checkpoint_config(init_from).lora
     if stored is not None and stored != model_cfg.lora:
@@ -134,11 +136,15 @@ def initial_params(model_cfg: Qwen25VLConfig, param_shardings, mesh: Mesh, *, se
             "(python -m vtjax.convert orbax-to-hf --lora merge, then hf-to-orbax)")
     restored_cfg = model_cfg if stored is not None else model_cfg.replace(lora=None)
     params = restore_params(init_from, mesh=mesh, config=restored_cfg)
-    dtype = jnp.dtype(model_cfg.param_dtype)
     if model_cfg.lora is not None and stored is None:
         _, adapter_shardings = lora.split(param_shardings)
         fresh = jax.jit(lambda rng: lora.split(_init_params(model_cfg, rng))[1],
                         out_shardings=adapter_shardings)(jax.random.PRNGKey(seed))
         params = lora.insert(params, fresh)
-    return jax.jit(lambda p: jax.tree_util.tree_map(lambda x: x.astype(dtype), p),
-                   out_shardings=param_shardings, donate_argnums=0)(params)
+    return jax.jit(lambda p: held_as(model_cfg, p), out_shardings=param_shardings, donate_argnums=0)(params)
+
+
+def held_as(model_cfg: Qwen25VLConfig, params):
+    """``params`` in their training storage dtypes (``param_dtype``; a LoRA base in ``lora.base_dtype``)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda p, x: x.astype(lora.storage_dtype(model_cfg.lora, p, model_cfg.param_dtype)), params)

@@ -50,12 +50,17 @@ class LoraSpec:
     dropout: float = 0.0  # dropout on the adapter's input while training (needs a 'dropout' rng)
     targets: str = DECODER_PROJECTIONS  # regex searched in module paths such as 'layers/mlp/up_proj'
     rslora: bool = False  # rank-stabilised scaling alpha / sqrt(r)
+    # Storage dtype of the frozen base while training ("" = the model's param_dtype); a storage policy,
+    # not part of what the adapters are (left out of comparisons).
+    base_dtype: str = dataclasses.field(default="", compare=False)
 
     def __post_init__(self):
         if self.rank < 1:
             raise ValueError(f"lora.rank={self.rank} must be at least 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"lora.dropout={self.dropout} must be in [0, 1)")
+        if self.base_dtype not in ("", "float32", "bfloat16"):
+            raise ValueError(f"lora.base_dtype={self.base_dtype!r} must be '', 'float32' or 'bfloat16'")
         try:
             re.compile(self.targets)
         except re.error as err:
@@ -141,6 +146,14 @@ def _uniform_fan_in(fan_in: int):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
     return init
+
+
+def storage_dtype(spec: LoraSpec | None, path, param_dtype) -> jnp.dtype:
+    """The dtype a parameter is held in while training: ``spec.base_dtype`` for the base weights when set,
+    else ``param_dtype`` (always for the adapters, whose updates need it)."""
+    if spec is None or not spec.base_dtype or is_adapter(path):
+        return jnp.dtype(param_dtype)
+    return jnp.dtype(spec.base_dtype)
 
 
 def is_adapter(path) -> bool:
