@@ -15,6 +15,16 @@ Masks are described, never materialised over the whole sequence:
   windows and frames, and for packed sequences). The XLA path then computes
   scores only inside a band of three blocks around each query block, so the
   cost is O(L * max_segment_len) instead of O(L^2).
+* ``shared_prefix`` (``SharedPrefix``): prefix sharing inside a segment, as in
+  a GRPO group laid out once as its prompt followed by its G completions. Its
+  ``branch_ids`` give 0 to shared (prompt) tokens and k > 0 to the tokens of
+  branch k; key ``j`` is visible to query ``i`` only when it is shared or in
+  the query's own branch (on top of the segment and causal rules). The XLA
+  path uses its static layout (shared tokens before ``prefix_len``, branches
+  contiguous runs of at most ``max_branch_len`` after it): prefix queries run
+  causal attention over the prefix, and each block of branch queries is
+  scored against the prefix plus the window of ``max_branch_len`` keys
+  before it, never the whole sequence.
 
 GQA never materialises repeated K/V: queries are grouped as
 ``[B, L, kv_heads, group, D]`` and contracted against the shared kv head.
@@ -26,6 +36,7 @@ import functools
 import math
 from typing import Literal
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -37,6 +48,17 @@ _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 # Query block (tokens) of the XLA path's block-causal attention; None computes the dense square.
 CAUSAL_QUERY_BLOCK: int | None = 256
+# Query block (tokens) of the branches in the XLA path's shared-prefix attention.
+SHARED_QUERY_BLOCK = 128
+
+
+@flax.struct.dataclass
+class SharedPrefix:
+    """Prefix sharing (module doc): a shared prefix, then branches that see it and themselves only."""
+
+    branch_ids: jax.Array  # [B, L] int32: 0 = shared token, k > 0 = token of branch k
+    prefix_len: int = flax.struct.field(pytree_node=False)  # shared tokens lie before it, branch tokens after
+    max_branch_len: int = flax.struct.field(pytree_node=False)  # longest branch (each a contiguous run)
 
 
 def attention(
@@ -47,6 +69,7 @@ def attention(
     causal: bool,
     segment_ids: jax.Array | None = None,
     max_segment_len: int | None = None,
+    shared_prefix: SharedPrefix | None = None,
     impl: AttentionImpl = "xla",
     scale: float | None = None,
 ) -> jax.Array:
@@ -59,6 +82,8 @@ def attention(
       causal: mask keys after the query position.
       segment_ids: [B, L] int; 0 is padding. None means one segment, no padding.
       max_segment_len: static bound on contiguous segment length (see module doc).
+      shared_prefix: branches after a shared prefix (module doc); needs ``causal``. The kernels take no
+        branch ids yet, so this always runs the XLA path.
       impl: "xla", "pallas", "cudnn" or "auto" (Pallas on GPU/TPU, XLA on CPU).
       scale: logit scale, default ``D ** -0.5``.
 
@@ -69,6 +94,12 @@ def attention(
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     impl = resolve_impl(impl)
+    if shared_prefix is not None:
+        if not causal or max_segment_len is not None:
+            raise ValueError("shared_prefix attention is causal and takes no max_segment_len")
+        if shared_prefix.branch_ids.shape != q.shape[:2]:
+            raise ValueError(f"branch_ids {shared_prefix.branch_ids.shape} must be [B, L] = {q.shape[:2]}")
+        return _xla_shared_prefix(q, k, v, segment_ids, shared_prefix, scale)
     if impl == "xla":
         if max_segment_len is not None and max_segment_len < q.shape[1]:
             return _xla_banded(q, k, v, causal, segment_ids, int(max_segment_len), scale)
@@ -259,27 +290,14 @@ def _xla_banded(q, k, v, causal, segment_ids, block, scale):
         segment_ids = jnp.ones((b, length), jnp.int32)
     num_blocks = -(-length // block)
     padded = num_blocks * block
-
-    def pad(x, before, after):
-        widths = [(0, 0)] * x.ndim
-        widths[1] = (before, after)
-        return jnp.pad(x, widths)
-
-    q_blocks = pad(q, 0, padded - length).reshape(b, num_blocks, block, hkv, group, d)
-    seg_q = pad(segment_ids, 0, padded - length).reshape(b, num_blocks, block)
+    q_blocks = _pad_axis1(q, 0, padded - length).reshape(b, num_blocks, block, hkv, group, d)
+    seg_q = _pad_axis1(segment_ids, 0, padded - length).reshape(b, num_blocks, block)
     pos_q = jnp.arange(padded).reshape(num_blocks, block)
 
-    def band(x):
-        # [B, padded, ...] -> [B, num_blocks, 3 * block, ...]: blocks j-1, j, j+1.
-        x = pad(x, block, padded - length + block)
-        x = x.reshape(b, num_blocks + 2, block, *x.shape[2:])
-        return jnp.concatenate([x[:, :-2], x[:, 1:-1], x[:, 2:]], axis=2)
-
-    k_band = band(k)  # [B, nb, 3C, Hkv, D]
-    v_band = band(v)
-    seg_k = band(segment_ids)  # [B, nb, 3C]
-    pos_k = jnp.arange(-block, padded + block).reshape(num_blocks + 2, block)
-    pos_k = jnp.concatenate([pos_k[:-2], pos_k[1:-1], pos_k[2:]], axis=1)  # [nb, 3C]
+    k_band = _band(k, block)  # [B, nb, 3C, Hkv, D]
+    v_band = _band(v, block)
+    seg_k = _band(segment_ids, block)  # [B, nb, 3C]
+    pos_k = _band_positions(num_blocks, block)  # [nb, 3C]
 
     mask = (seg_q[..., :, None] == seg_k[..., None, :]) & (seg_q[..., :, None] != 0)
     if causal:
@@ -289,3 +307,91 @@ def _xla_banded(q, k, v, causal, segment_ids, block, scale):
                   mask[:, :, None, None], scale)  # [B, nb, Hkv, G, C, D]
     out = out.transpose(0, 1, 4, 2, 3, 5).reshape(b, padded, hq, d)[:, :length]
     return out.astype(q.dtype)
+
+
+def _pad_axis1(x, before, after):
+    widths = [(0, 0)] * x.ndim
+    widths[1] = (before, after)
+    return jnp.pad(x, widths)
+
+
+def _band(x, block, before=1, after=1):
+    """[B, L, ...] -> [B, nb, (before + 1 + after) * block, ...]: for each block j of ``block`` tokens,
+    blocks j - before .. j + after (zero-padded past both ends; nb = ceil(L / block))."""
+    b, length = x.shape[:2]
+    num_blocks = -(-length // block)
+    x = _pad_axis1(x, before * block, num_blocks * block - length + after * block)
+    x = x.reshape(b, num_blocks + before + after, block, *x.shape[2:])
+    return jnp.concatenate([x[:, i:i + num_blocks] for i in range(before + 1 + after)], axis=2)
+
+
+def _band_positions(num_blocks, block, before=1, after=1):
+    """[nb, (before + 1 + after) * block] token position of every key of ``_band``'s bands (negative or
+    past the end for the padding)."""
+    pos = jnp.arange(-before * block, (num_blocks + after) * block).reshape(num_blocks + before + after, block)
+    return jnp.concatenate([pos[i:i + num_blocks] for i in range(before + 1 + after)], axis=1)
+
+
+def shared_prefix_visible(segment_ids: jax.Array | None, branch_ids: jax.Array) -> jax.Array:
+    """[B, L, L] bool, query by key: the dense mask of causal attention with ``SharedPrefix`` branches."""
+    b, length = branch_ids.shape
+    seg = jnp.ones((b, length), jnp.int32) if segment_ids is None else segment_ids
+    same = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] != 0)
+    branch = (branch_ids[:, None, :] == 0) | (branch_ids[:, None, :] == branch_ids[:, :, None])
+    return same & branch & jnp.tril(jnp.ones((length, length), bool))[None]
+
+
+def _xla_shared_prefix(q, k, v, segment_ids, shared: SharedPrefix, scale):
+    """Causal attention of a shared prefix and its branches, computing only the tiles they can see.
+
+    Prefix queries (before ``prefix_len``) attend causally within the prefix. Branch queries, in blocks of
+    Q tokens, are scored against the prefix's keys plus a causal window: their block and the blocks
+    covering the C - 1 tokens before it (C = ``max_branch_len``; a query's branch starts inside it).
+    That is O(Lp^2 / 2 + Lb * (Lp + C + Q)) scores instead of the dense O((Lp + Lb)^2 / 2), and no token is
+    repeated per branch.
+    """
+    b, length, hq, d = q.shape
+    hkv = k.shape[2]
+    prefix, longest = shared.prefix_len, shared.max_branch_len
+    if not 0 < prefix <= length or longest < 1:
+        raise ValueError(f"shared prefix of {prefix} tokens, branches of {longest}, in a sequence of {length}")
+    seg = jnp.ones((b, length), jnp.int32) if segment_ids is None else segment_ids
+    branch = shared.branch_ids
+    prefix_seg = seg[:, :prefix]
+    if CAUSAL_QUERY_BLOCK is not None and prefix > CAUSAL_QUERY_BLOCK:
+        prefix_out = _xla_block_causal(q[:, :prefix], k[:, :prefix], v[:, :prefix], prefix_seg,
+                                       CAUSAL_QUERY_BLOCK, scale)
+    else:
+        prefix_out = _xla_dense(q[:, :prefix], k[:, :prefix], v[:, :prefix], True, prefix_seg, scale)
+    if prefix == length:
+        return prefix_out
+    rest = length - prefix
+    block = min(SHARED_QUERY_BLOCK, longest)
+    reach = -(-(longest - 1) // block)  # earlier blocks a branch query may need: its branch starts <= C-1 back
+    num_blocks = -(-rest // block)
+    padded = num_blocks * block
+    q_blocks = _pad_axis1(q[:, prefix:], 0, padded - rest).reshape(b, num_blocks, block, hkv, hq // hkv, d)
+    seg_q = _pad_axis1(seg[:, prefix:], 0, padded - rest).reshape(b, num_blocks, block)
+    branch_q = _pad_axis1(branch[:, prefix:], 0, padded - rest).reshape(b, num_blocks, block)
+    pos_q = jnp.arange(padded).reshape(num_blocks, block)
+
+    def window(x):  # [B, Lb, ...] -> [B, nb, W, ...]: blocks j - reach .. j
+        return _band(x, block, before=reach, after=0)
+
+    def keys(x):  # [B, L, Hkv, D] -> [B, nb, Hkv, Lp + W, D]: the prefix, then the block's window
+        head = jnp.broadcast_to(x[:, None, :prefix], (b, num_blocks, prefix) + x.shape[2:])
+        return jnp.concatenate([head, window(x[:, prefix:])], axis=2).transpose(0, 1, 3, 2, 4)
+
+    seg_k, branch_k = window(seg[:, prefix:]), window(branch[:, prefix:])  # [B, nb, W]
+    pos_k = _band_positions(num_blocks, block, before=reach, after=0)  # [nb, W]
+    real_q = seg_q[..., None] != 0  # [B, nb, C, 1]
+    sees_prefix = (real_q & (seg_q[..., None] == prefix_seg[:, None, None, :])
+                   & (branch[:, None, None, :prefix] == 0))  # [B, nb, C, Lp]
+    sees_band = (real_q & (seg_q[..., None] == seg_k[:, :, None, :])
+                 & ((branch_k[:, :, None, :] == 0) | (branch_k[:, :, None, :] == branch_q[..., None]))
+                 & (pos_k[:, None, :] <= pos_q[:, :, None])[None])  # [B, nb, C, W]
+    mask = jnp.concatenate([sees_prefix, sees_band], axis=-1)  # [B, nb, C, Lp + W]
+    out = _attend(q_blocks.transpose(0, 1, 3, 4, 2, 5), keys(k), keys(v),  # [B, nb, Hkv, G, C, D]
+                  mask[:, :, None, None], scale)  # [B, nb, Hkv, G, C, D]
+    out = out.transpose(0, 1, 4, 2, 3, 5).reshape(b, padded, hq, d)[:, :rest].astype(q.dtype)
+    return jnp.concatenate([prefix_out, out], axis=1)
