@@ -18,7 +18,7 @@ from vtjax.sampling import generate, prompt_batch, sampling_settings
 from vtjax.train import grpo, grpo_config
 from vtjax.train.config import ConfigError
 from vtjax.train.grpo_step import batch_logprobs_fn, policy_logprobs_fn
-from vtjax.train.rollout_batch import build_rollout_batch, loss_shares
+from vtjax.train.rollout_batch import RolloutLayout, build_rollout_batch, loss_shares
 from vtjax.rl.grpo import grpo_loss
 
 CONFIG = Qwen25VLConfig.tiny()
@@ -58,16 +58,18 @@ def rollout(request):
     host = prompt_batch(CONFIG, collated["input_ids"], collated["attention_mask"], settings.pad_token_id,
                         **{k: v for k, v in hf.items() if k not in ("input_ids", "attention_mask")})
     advantages = np.linspace(-1.0, 1.0, 2 * GROUP).astype(np.float32)
-    batch = build_rollout_batch(CONFIG, host, collated, out["tokens"], out["lengths"], advantages, group=GROUP,
-                                micro_batches=2)
-    return params, host, out, batch
+    batches = {layout: build_rollout_batch(CONFIG, host, collated, out["tokens"], out["lengths"], advantages,
+                                           group=GROUP, micro_batches=2, layout=layout) for layout in RolloutLayout}
+    return params, host, out, batches
 
 
-def test_training_sequences_reproduce_the_sampler_logprobs(rollout):
+@pytest.mark.parametrize("layout", list(RolloutLayout), ids=lambda x: x.value)
+def test_training_sequences_reproduce_the_sampler_logprobs(rollout, layout):
     """Positions, the step's shared vision features and targets of the update match what the sampler saw."""
-    params, host, out, batch = rollout
+    params, host, out, batches = rollout
+    batch = batches[layout]
     features = encode(params, host.inputs.vision)
-    logp = np.asarray(batch_logprobs_fn(CONFIG, chunk=16)(params, batch, features))  # [M, b, L]
+    logp = np.asarray(batch_logprobs_fn(CONFIG, chunk=16)(params, batch, features))  # [M, b, T]
     weights = np.asarray(batch.weights)
     per = weights.shape[1]
     for n in range(2 * GROUP):
@@ -77,18 +79,37 @@ def test_training_sequences_reproduce_the_sampler_logprobs(rollout):
     np.testing.assert_allclose(float(jnp.sum(loss_shares(batch.weights, "seq-mean-token-mean"))), 1.0, rtol=1e-6)
 
 
-def test_loss_gradient_matches_finite_differences(rollout):
+def test_shared_prefix_layout_holds_each_prompt_once(rollout):
+    """One sequence per group, G completions after one prompt; log-probs equal the repeated layout's."""
+    params, host, out, batches = rollout
+    repeated, shared = batches[RolloutLayout.REPEATED], batches[RolloutLayout.SHARED_PREFIX]
+    prompt_len = host.inputs.input_ids.shape[1]
+    assert shared.inputs.input_ids.shape[:2] == (2, 1) and repeated.inputs.input_ids.shape[:2] == (2, GROUP)
+    tokens = np.asarray(shared.inputs.segment_ids[:, 0] > 0).sum(axis=1)  # per group
+    groups = np.asarray(out["lengths"]).reshape(2, GROUP).sum(axis=1)
+    np.testing.assert_array_equal(tokens, np.asarray(host.inputs.segment_ids > 0).sum(axis=1) + groups)
+    assert shared.inputs.shared_prefix.prefix_len == prompt_len
+    features = encode(params, host.inputs.vision)
+    logprobs = batch_logprobs_fn(CONFIG, chunk=16)
+    weights = np.asarray(repeated.weights) > 0
+    np.testing.assert_array_equal(weights, np.asarray(shared.weights) > 0)
+    np.testing.assert_allclose(np.asarray(logprobs(params, shared, features))[weights],
+                               np.asarray(logprobs(params, repeated, features))[weights], atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", list(RolloutLayout), ids=lambda x: x.value)
+def test_loss_gradient_matches_finite_differences(rollout, layout):
     """The loss's gradient, through the shared vision features into the tower, against central differences."""
-    params, host, _, batch = rollout
+    params, host, _, batches = rollout
     logprobs = policy_logprobs_fn(CONFIG, chunk=16)
     ref = jax.tree_util.tree_map(lambda x: x * 1.05, params)
-    mb = jax.tree_util.tree_map(lambda x: x[0], batch)
+    mb = jax.tree_util.tree_map(lambda x: x[0], batches[layout])
     vision = host.inputs.vision
-    ref_logp = logprobs(ref, mb.inputs, mb.targets, encode(ref, vision))
-    old_logp = logprobs(params, mb.inputs, mb.targets, encode(params, vision)) - 0.1  # ratio != 1: clipping on
+    ref_logp = logprobs(ref, mb.inputs, mb.sources, mb.targets, encode(ref, vision))
+    old_logp = logprobs(params, mb.inputs, mb.sources, mb.targets, encode(params, vision)) - 0.1  # clipping on
 
     def loss(p):
-        logp = logprobs(p, mb.inputs, mb.targets, encode(p, vision))
+        logp = logprobs(p, mb.inputs, mb.sources, mb.targets, encode(p, vision))
         value, _ = grpo_loss(logp, old_logp, ref_logp, mb.advantages, mb.weights, beta=0.04)
         return value
 
@@ -202,3 +223,36 @@ def test_fewer_decode_rows_give_the_same_steps(tmp_path, monkeypatch):
         for name in ("reward_mean", "completion_length"):
             assert refilled[name] == full[name], name
         np.testing.assert_allclose(refilled["loss"], full["loss"], rtol=1e-4, atol=1e-6)
+
+
+def test_one_update_from_either_layout_gives_the_same_parameters(rollout):
+    """The GRPO update (reference KL, clipping, the tower trained through the shared features) from the
+    shared-prefix layout moves every parameter as the repeated layout does (plain SGD: the step is the
+    gradient itself, not Adam's normalisation of it)."""
+    import optax  # noqa: PLC0415
+
+    from vtjax.train.grpo_step import make_grpo_step  # noqa: PLC0415
+    from vtjax.train.state import TrainState  # noqa: PLC0415
+
+    params, host, _, batches = rollout
+    config = grpo_config.grpo_defaults()
+    t, r = config.train, config.rl
+    t.loss_chunk, t.max_grad_norm = 16, 1e9
+    tx = optax.sgd(1.0)
+    step = jax.jit(make_grpo_step(CONFIG, tx, lambda count: 1.0, t, r))
+    reference = jax.tree_util.tree_map(lambda x: x * 1.05, params)
+    vision = host.inputs.vision
+    logprobs = batch_logprobs_fn(CONFIG, chunk=16)
+    moved = {}
+    for layout, batch in batches.items():
+        batch = batch.replace(ref_logp=logprobs(reference, batch, encode(reference, vision)))
+        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+        new, metrics = step(state, batch, vision, encode(params, vision))
+        assert np.isfinite(float(metrics["loss"]))
+        moved[layout] = jax.tree_util.tree_map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64),
+                                               new.params, params)
+    flat = {k: np.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(v)]) for k, v in moved.items()}
+    repeated, shared = flat[RolloutLayout.REPEATED], flat[RolloutLayout.SHARED_PREFIX]
+    assert np.linalg.norm(repeated) > 0
+    assert np.linalg.norm(shared - repeated) <= 1e-5 * np.linalg.norm(repeated), (
+        np.linalg.norm(shared - repeated) / np.linalg.norm(repeated))

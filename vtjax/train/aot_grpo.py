@@ -23,12 +23,14 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vtjax.models.qwen2_5_vl import ModelInputs, VisionInputs, bucket_size
 from vtjax.models.qwen2_5_vl.inputs import MIN_TEXT_BUCKET
+from vtjax.ops.attention import SharedPrefix
 from vtjax.sampling import programs, sampling_settings
 from vtjax.train import config as config_lib
 from vtjax.train.batch import BATCH_AXES, vision_partition_specs
 from vtjax.train.grpo_step import batch_logprobs_fn, encode_fn, make_grpo_step, vision_trains
 from vtjax.train.optimizer import lr_schedule, make_optimizer
-from vtjax.train.rollout_batch import RolloutBatch, rollout_partition_specs
+from vtjax.train.grpo_config import rollout_layout
+from vtjax.train.rollout_batch import RolloutBatch, RolloutLayout, rollout_partition_specs
 from vtjax.sharding import make_mesh
 from vtjax.train.state import abstract_state, model_config, param_shapes, state_shardings, with_shardings
 from vtjax.train.update import jit_update
@@ -132,11 +134,20 @@ def grpo_report(config, *, frames: int, frame_patches: int, prompt_text: int) ->
     reports.append((report, ("opt_state", "reference", "features", "pullback")))
 
     b = prompts * group // micro  # rows per micro-batch
+    sequences, shared = b, None
+    layout = rollout_layout(config, sizes, 1)
+    if layout == RolloutLayout.SHARED_PREFIX:  # one sequence per group; every completion at the full budget (the worst case)
+        sequences, length = b // group, bucket_size(prompt_len + group * new_tokens, MIN_TEXT_BUCKET)
+        shared = SharedPrefix(branch_ids=s((micro, sequences, length), i32), prefix_len=prompt_len,
+                              max_branch_len=new_tokens)
+    seq = (micro, sequences, length)
     batch = RolloutBatch(
-        inputs=ModelInputs(input_ids=s((micro, b, length), i32), segment_ids=s((micro, b, length), i32),
-                           position_ids=s((micro, 3, b, length), i32), vision_gather=s((micro, b, length), i32)),
-        targets=s((micro, b, length), i32), weights=s((micro, b, length), f32), advantages=s((micro, b), f32),
-        ref_logp=s((micro, b, length), f32) if r.beta > 0 else None)
+        inputs=ModelInputs(input_ids=s(seq, i32), segment_ids=s(seq, i32),
+                           position_ids=s((micro, 3, sequences, length), i32), vision_gather=s(seq, i32),
+                           shared_prefix=shared),
+        sources=s((micro, b, new_tokens), i32), targets=s((micro, b, new_tokens), i32),
+        weights=s((micro, b, new_tokens), f32), advantages=s((micro, b), f32),
+        ref_logp=s((micro, b, new_tokens), f32) if r.beta > 0 else None)
     batch = jax.tree_util.tree_map(lambda x, spec: _abstract(mesh, x.shape, x.dtype, spec), batch,
                                    rollout_partition_specs(batch),
                                    is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
@@ -163,5 +174,6 @@ def grpo_report(config, *, frames: int, frame_patches: int, prompt_text: int) ->
                     "step_peak_gib": report["program_peak_gib"] + extra / GIB,
                     "prompts": prompts, "group": group, "new_tokens": new_tokens, "frames": frames,
                     "prompt_tokens": prompt_len, "sequence_tokens": length, "micro_batches": micro,
+                    "layout": layout.value,
                     "tower_trains": trains, "remat": config.model.remat_policy})
     return out

@@ -36,7 +36,8 @@ from vtjax.train.grpo_step import batch_logprobs_fn, encode_fn, make_grpo_step, 
 from vtjax.train.loop import RunResult
 from vtjax.train.phases import PhaseClock
 from vtjax.train.rollout import RolloutPrompts, gather_blocks, host_copy
-from vtjax.train.rollout_batch import build_rollout_batch, place_rollout_batch
+from vtjax.train.rollout_batch import (RolloutLayout, build_rollout_batch, place_rollout_batch,
+                                       shared_sequence_length)
 from vtjax.train.state import initial_params
 from vtjax.train.update import jit_update
 from vtjax.train.synthetic import SyntheticIterator
@@ -148,6 +149,8 @@ class GrpoObjective:
                          for last in (False, True)}
         self.compiled: dict = {}  # (batch, vision) tree structure -> jitted update
         self.compile_log = CompileLog("GRPO update step")
+        self.layout = grpo_config.rollout_layout(config, dict(run.mesh.shape), jax.process_count())
+        log.info("GRPO update layout: %s", self.layout.value)
         self.first_step = int(jax.device_get(run.state.step))
         self.peak = config.log.peak_tflops or peak_tflops(jax.devices()[0].device_kind)
 
@@ -197,8 +200,12 @@ class GrpoObjective:
             advantages = jax.device_get(group_advantages(jax.device_put(every[:, 0].astype(np.float32)),
                                                          group_size=r.group_size, scale=r.advantage_scale,
                                                          eps=r.advantage_eps))
+            length = (shared_sequence_length(host_prompts.inputs.input_ids.shape[1], lengths,
+                                                           r.group_size)  # agreed: global lengths
+                      if self.layout == RolloutLayout.SHARED_PREFIX else None)
             host = build_rollout_batch(model_cfg, host_prompts, raw, mine(tokens), mine(lengths), mine(advantages),
-                                       group=r.group_size, micro_batches=t.micro_batches)
+                                       group=r.group_size, micro_batches=t.micro_batches, layout=self.layout,
+                                       length=length)
             batch = place_rollout_batch(host, self.run.mesh, self.prompts.num_blocks)
         if r.num_iterations > 1:
             with clock("old_logp"):
@@ -224,7 +231,7 @@ class GrpoObjective:
         scalars.update(extra)
         if self.peak:
             flops = r.num_iterations * grpo_update_flops(model_cfg, raw, mine(lengths), self.trains_vision,
-                                                         self.prompts.num_blocks)
+                                                         self.prompts.num_blocks, self.layout)
             scalars["update_mfu"] = flops / (clock.seconds["update"] * jax.device_count() * self.peak * 1e12)
         return state, metrics, scalars
 
@@ -326,15 +333,21 @@ def rollout_scalars(metrics, total, per_fn, lengths, decode_row_steps: int, cloc
     return out
 
 
-def grpo_update_flops(config, raw, lengths, trains_vision: bool, num_blocks: int) -> float:
-    """Model FLOPs of one GRPO update: every row's real tokens through the decoder (forward + backward)
-    and, when the tower trains, the step's videos through it once (forward + backward).
+def grpo_update_flops(config, raw, lengths, trains_vision: bool, num_blocks: int,
+                      layout: RolloutLayout = RolloutLayout.REPEATED) -> float:
+    """Model FLOPs of one GRPO update: every sequence's real tokens through the decoder (forward + backward)
+    and, when the tower trains, the step's videos through it once (forward + backward). The shared-prefix
+    layout counts one sequence per group (its attention as if dense: an upper bound).
 
     ``raw`` / ``lengths``: this process's prompts and completion lengths; the other processes' blocks
     are counted as the same size (an estimate for the log, not a measurement).
     """
     prompt_tokens = np.asarray(raw["attention_mask"]).sum(axis=1)  # [B_local]
-    rows = np.repeat(prompt_tokens, len(lengths) // len(prompt_tokens)) + np.asarray(lengths)
+    group = len(lengths) // len(prompt_tokens)
+    if layout == RolloutLayout.SHARED_PREFIX:
+        rows = prompt_tokens + np.asarray(lengths).reshape(-1, group).sum(axis=1)
+    else:
+        rows = np.repeat(prompt_tokens, group) + np.asarray(lengths)
     flops = 3 * text_forward_flops(config, rows) * num_blocks
     if trains_vision:
         flops += 3 * vision_forward_flops(config, raw["grid_thw"]) * num_blocks

@@ -11,10 +11,12 @@ import importlib
 
 import ml_collections
 
+from vtjax.ops.attention import resolve_impl
 from vtjax.rl import grpo as grpo_lib
 from vtjax.rl import rewards as rewards_lib
 from vtjax.train import config as config_lib
 from vtjax.train.config import ConfigError
+from vtjax.train.rollout_batch import RolloutLayout
 
 
 def grpo_defaults() -> ml_collections.ConfigDict:
@@ -38,6 +40,12 @@ def grpo_defaults() -> ml_collections.ConfigDict:
     # completion ends takes the prompt's next one, so rows stop idling behind the longest completion. The
     # samples are the same either way (docs/kernels.md "Continuous batching").
     c.rl.decode_rows_per_prompt = 0
+    # Layout of the update and log-prob passes: on lays each group out once, its prompt then its G completions
+    # (each sees the prompt and itself), instead of G copies of prompt + completion; same log-probs, a group
+    # costs prompt + G completions. auto = on when the attention runs the XLA path and train.batch_size /
+    # train.micro_batches prompts split over the data axes (the Pallas kernels take no branch ids yet); off
+    # = repeated rows (docs/rl.md "Shared-prefix updates").
+    c.rl.shared_prefix = "auto"
     c.rl.beta = 0.04  # weight of the k3 KL penalty against the starting policy (0 = no reference)
     c.rl.clip_eps_low = 0.2  # ratio clip range [1 - low, 1 + high] (matters when num_iterations > 1)
     c.rl.clip_eps_high = 0.2  # upper side of the clip range
@@ -164,4 +172,27 @@ def validate(config, *, num_devices: int, process_count: int = 1) -> dict[str, i
         raise ConfigError(f"rl.loss_agg={r.loss_agg!r} must be one of {grpo_lib.AGGREGATIONS}")
     _validate_bonuses(config, reward_weights(config))
     reward_options(config)
+    rollout_layout(config, sizes, process_count)
     return sizes
+
+
+SHARED_PREFIX_CHOICES = ("auto", "on", "off")
+
+
+def rollout_layout(config, sizes: dict[str, int], process_count: int) -> RolloutLayout:
+    """The update's sequence layout from ``rl.shared_prefix``; "on" where it cannot run raises ConfigError."""
+    choice = str(config.rl.shared_prefix).lower()
+    if choice not in SHARED_PREFIX_CHOICES:
+        raise ConfigError(f"rl.shared_prefix={config.rl.shared_prefix!r} must be one of {SHARED_PREFIX_CHOICES}")
+    if choice == "off":
+        return RolloutLayout.REPEATED
+    try:  # one sequence per prompt: the prompts of a micro-batch split over the data axes
+        config_lib.check_batch_split(f"train.batch_size={config.train.batch_size}", config.train.batch_size,
+                                     config.train.micro_batches, sizes["data"] * sizes["fsdp"], process_count)
+    except ConfigError as e:
+        if choice == "on":
+            raise ConfigError(f"rl.shared_prefix=on lays out one sequence per prompt: {e}") from None
+        return RolloutLayout.REPEATED
+    if choice == "auto" and resolve_impl(config.model.attention_impl) != "xla":
+        return RolloutLayout.REPEATED
+    return RolloutLayout.SHARED_PREFIX

@@ -50,33 +50,39 @@ def vision_trains(params, freeze: str) -> bool:
 
 
 def policy_logprobs_fn(model_cfg: Qwen25VLConfig, chunk: int):
-    """``(params, inputs, targets, features) -> [b, L]`` float32 log-prob of each target (one micro-batch).
+    """``(params, inputs, sources, targets, features) -> [b, T]`` float32 log-prob of each completion token
+    (one micro-batch of a ``RolloutBatch``).
 
+    The hidden state at ``sources`` (positions in each row's own sequence: row n is in sequence n // (b / s))
+    goes through the LM head, so only completion positions pay for it, in either layout.
     ``features`` [Mp, E]: the vision features ``inputs.vision_gather`` indexes (None: encode ``inputs.vision``).
     """
     model = Qwen25VL(model_cfg)
 
-    def logprobs(params, inputs, targets, features=None, dropout_key=None):
+    def logprobs(params, inputs, sources, targets, features=None, dropout_key=None):
         variables = {"params": params}
         rngs = None if dropout_key is None else {"dropout": dropout_key}  # the adapters' dropout (LoRA)
         x = model.apply(variables, inputs, features, method=Qwen25VL.embed, rngs=rngs)
-        hidden = model.apply(variables, x, inputs.position_ids, inputs.segment_ids, method=Qwen25VL.decode,
-                             rngs=rngs)
+        hidden = model.apply(variables, x, inputs.position_ids, inputs.segment_ids, inputs.shared_prefix,
+                             method=Qwen25VL.decode, rngs=rngs)  # [s, L, E]
+        sequences, width = hidden.shape[0], hidden.shape[-1]
+        rows, tokens = targets.shape
+        picked = jnp.take_along_axis(hidden, sources.reshape(sequences, -1)[..., None], axis=1)  # [s, b/s * T, E]
         return chunked_token_logprobs(lambda h: model.apply(variables, h, method=Qwen25VL.logits, rngs=rngs),
-                                      hidden, targets, chunk)
+                                      picked.reshape(rows, tokens, width), targets, chunk)  # [b, T]
 
     return logprobs
 
 
 def batch_logprobs_fn(model_cfg: Qwen25VLConfig, chunk: int, rows: NamedSharding | None = None):
-    """Jitted ``(params, RolloutBatch, features) -> [M, b, L]`` log-probs, no gradient (old / reference policy).
+    """Jitted ``(params, RolloutBatch, features) -> [M, b, T]`` log-probs, no gradient (old / reference policy).
 
     ``rows``: the output's sharding (rows over the batch axes, like the batch's weights).
     """
     logprobs = policy_logprobs_fn(model_cfg, chunk)
 
     def run(params, batch: RolloutBatch, features):
-        return jax.lax.map(lambda xs: logprobs(params, *xs, features), (batch.inputs, batch.targets))
+        return jax.lax.map(lambda xs: logprobs(params, *xs, features), (batch.inputs, batch.sources, batch.targets))
 
     return jax.jit(run) if rows is None else jax.jit(run, out_shardings=rows)
 
@@ -103,7 +109,7 @@ def make_grpo_step(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation, 
                            method=Qwen25VL.encode_vision)
 
     def micro_loss(train, features, params, mb: RolloutBatch, share, key):  # the gradient: of train, features
-        logp = logprobs(update.with_frozen(train, params), mb.inputs, mb.targets, features, key)  # [b, L]
+        logp = logprobs(update.with_frozen(train, params), mb.inputs, mb.sources, mb.targets, features, key)  # [b, T]
         old = mb.old_logp if mb.old_logp is not None else jax.lax.stop_gradient(logp)
         loss, metrics = grpo_loss(logp, old, mb.ref_logp, mb.advantages, mb.weights, beta=rl_cfg.beta,
                                   agg=rl_cfg.loss_agg, token_norm=token_norm, **clip)

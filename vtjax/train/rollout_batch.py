@@ -1,10 +1,20 @@
 """Rollouts -> the micro-batched arrays of a GRPO update, built on the host (one block per process).
 
-Row n = b * G + j holds prompt b followed by its completion j. The rows carry
-no pixels: their ``vision_gather`` indexes the features of the step's prompts,
-encoded once per step (``rollout.encode_fn``) and shared by the old and
-reference log-prob passes and the update, so a video is neither re-encoded
-nor re-differentiated G times, nor once per pass.
+Two layouts of the same completions (``RolloutLayout``), with identical log-probs:
+
+* repeated: sequence n = b * G + j is prompt b followed by its completion j;
+* shared prefix: sequence b is prompt b followed by its G completions packed
+  one after another (``ops.attention.SharedPrefix``: each completion sees the
+  prompt and itself only; its positions continue from the prompt's end, as in
+  decoding). A group costs prompt + G completions instead of G x (prompt +
+  completion).
+
+Whatever the layout, the loss arrays are per completion, [rows, T]: row
+n = b * G + j is completion j of prompt b, and ``sources`` says which position
+of its sequence predicts each of its tokens. The sequences carry no pixels:
+their ``vision_gather`` indexes the features of the step's prompts, encoded
+once per step (``rollout.encode_fn``) and shared by the old and reference
+log-prob passes and the update.
 
 Each process builds the rows of its own prompts (whole groups), split into
 ``micro_batches`` slices; global micro-batch m is every process's slice m.
@@ -15,6 +25,8 @@ spread over processes.
 
 from __future__ import annotations
 
+import enum
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -24,27 +36,42 @@ from jax.sharding import Mesh, PartitionSpec as P
 from vtjax.data.batching import hf_vision
 from vtjax.models.qwen2_5_vl import ModelInputs, Qwen25VLConfig, bucket_size, get_rope_index
 from vtjax.models.qwen2_5_vl.inputs import MIN_TEXT_BUCKET
+from vtjax.ops.attention import SharedPrefix
 from vtjax.sampling import PromptBatch
 from vtjax.train.batch import BATCH_AXES, place_blocks
-from vtjax.train.loss import shift_targets
+
+
+class RolloutLayout(enum.Enum):
+    """How the update's sequences hold a group's prompt and completions."""
+
+    REPEATED = "repeated"  # one sequence per completion: its prompt, then it
+    SHARED_PREFIX = "shared_prefix"  # one sequence per group: the prompt once, then its G completions
 
 
 @flax.struct.dataclass
 class RolloutBatch:
-    """One GRPO update's data; arrays carry a leading micro-batch axis M, b rows each."""
+    """One GRPO update's data; arrays carry a leading micro-batch axis M: s sequences and b rows each."""
 
-    inputs: ModelInputs  # prompt + completion sequences [M, b, L], no vision: vision_gather indexes the
-    #                      step's prompt features [Mp, E]
-    targets: jax.Array  # [M, b, L] int32 next token at each position
-    weights: jax.Array  # [M, b, L] float32, 1 where the next token is a completion token
+    inputs: ModelInputs  # the sequences [M, s, L], no vision: vision_gather indexes the step's prompt
+    #                      features [Mp, E]; s = b (repeated) or b / G (shared prefix, with inputs.shared_prefix)
+    sources: jax.Array  # [M, b, T] int32 position in its sequence (row // (b / s)) predicting each token
+    targets: jax.Array  # [M, b, T] int32 completion tokens
+    weights: jax.Array  # [M, b, T] float32, 1 on the completion's tokens (up to and with its EOS)
     advantages: jax.Array  # [M, b] float32
-    old_logp: jax.Array | None = None  # [M, b, L] policy log-probs at rollout time (num_iterations > 1)
-    ref_logp: jax.Array | None = None  # [M, b, L] reference policy log-probs (beta > 0)
+    old_logp: jax.Array | None = None  # [M, b, T] policy log-probs at rollout time (num_iterations > 1)
+    ref_logp: jax.Array | None = None  # [M, b, T] reference policy log-probs (beta > 0)
+
+
+def shared_sequence_length(prompt_len: int, lengths: np.ndarray, group: int) -> int:
+    """The bucketed sequence length of the shared-prefix layout for completion ``lengths`` [N]: the prompt
+    plus the longest group's completions. Every process passes the global lengths, so all agree."""
+    per_group = np.asarray(lengths).reshape(-1, group).sum(axis=1)
+    return bucket_size(prompt_len + int(per_group.max(initial=0)), MIN_TEXT_BUCKET)
 
 
 def build_rollout_batch(config: Qwen25VLConfig, prompts: PromptBatch, raw: dict, completions: np.ndarray,
-                        lengths: np.ndarray, advantages: np.ndarray, *, group: int,
-                        micro_batches: int) -> RolloutBatch:
+                        lengths: np.ndarray, advantages: np.ndarray, *, group: int, micro_batches: int,
+                        layout: RolloutLayout = RolloutLayout.REPEATED, length: int | None = None) -> RolloutBatch:
     """Host arrays of this process's rows of a GRPO update.
 
     Args:
@@ -52,51 +79,113 @@ def build_rollout_batch(config: Qwen25VLConfig, prompts: PromptBatch, raw: dict,
         gather indices already offset into the step's global features).
       raw: the same prompts' collated batch (grid_thw, second_per_grid_ts, is_image: for positions).
       completions: [N, T] sampled tokens (N = B * group); lengths: [N] tokens up to the EOS.
-      advantages: [N]; micro_batches: M (divides N).
+      advantages: [N]; micro_batches: M (divides N; with the shared prefix, divides B).
+      layout: the sequences' layout (module doc).
+      length: the shared-prefix sequence length (``shared_sequence_length`` of every process's lengths);
+        None computes it from these lengths.
     """
     prompt_ids = np.asarray(prompts.inputs.input_ids)
-    prompt_mask = np.asarray(prompts.inputs.segment_ids)
-    prompt_gather = np.asarray(prompts.inputs.vision_gather)
     num_prompts, prompt_len = prompt_ids.shape
     n, t = completions.shape
     if n != num_prompts * group or n % micro_batches:
         raise ValueError(f"{n} completions for {num_prompts} prompts x group {group}, "
                          f"micro_batches={micro_batches}")
+    lengths = np.asarray(lengths)
+    taken = np.arange(t)[None, :] < lengths[:, None]  # [N, T] the completions' tokens
     pad_id = config.pad_token_id or 0
-    comp_mask = (np.arange(t)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)  # [N, T]
-    owner = np.arange(n) // group  # prompt of each row
-    length = bucket_size(prompt_len + t, MIN_TEXT_BUCKET)
-    tail = length - prompt_len - t
-    ids = np.pad(np.concatenate([prompt_ids[owner], np.where(comp_mask, completions, pad_id)], axis=1),
-                 ((0, 0), (0, tail)), constant_values=pad_id)  # [N, L]
-    mask = np.pad(np.concatenate([prompt_mask[owner], comp_mask], axis=1), ((0, 0), (0, tail)))
-    gather = np.full((n, length), -1, np.int32)
-    gather[:, :prompt_len] = prompt_gather[owner]
-    positions, _ = get_rope_index(config, ids, mask, **hf_vision(np.asarray(raw["grid_thw"])[owner],
-                                                                 np.asarray(raw["second_per_grid_ts"])[owner],
-                                                                 np.asarray(raw["is_image"])[owner]))
-    completion_positions = np.zeros_like(mask, bool)
-    completion_positions[:, prompt_len:prompt_len + t] = comp_mask.astype(bool)
-    targets, weights = shift_targets(ids, completion_positions)
-    per = n // micro_batches
+    targets = np.where(taken, completions, pad_id).astype(np.int32)  # [N, T]
+    if layout == RolloutLayout.SHARED_PREFIX:
+        if num_prompts % micro_batches:
+            raise ValueError(f"the shared-prefix layout splits whole groups: micro_batches={micro_batches} must "
+                             f"divide the {num_prompts} prompts")
+        length = length or shared_sequence_length(prompt_len, lengths, group)
+        inputs, sources = _shared_sequences(config, prompts, raw, targets, lengths, group, length)
+    else:
+        inputs, sources = _repeated_sequences(config, prompts, raw, targets, lengths, group)
 
     def split(x, axis=0):  # rows -> [M, b, ...] (positions [3, N, L] -> [M, 3, b, L])
         x = np.asarray(x)
-        return np.moveaxis(x.reshape(x.shape[:axis] + (micro_batches, per) + x.shape[axis + 1:]), axis, 0)
+        return np.moveaxis(x.reshape(x.shape[:axis] + (micro_batches, x.shape[axis] // micro_batches)
+                                     + x.shape[axis + 1:]), axis, 0)
 
-    inputs = ModelInputs(input_ids=split(ids.astype(np.int32)), segment_ids=split(mask.astype(np.int32)),
-                         position_ids=split(positions.astype(np.int32), axis=1), vision_gather=split(gather))
-    return RolloutBatch(inputs=inputs, targets=split(targets), weights=split(weights),
-                        advantages=split(np.asarray(advantages, np.float32)))
+    shared = inputs.shared_prefix
+    inputs = ModelInputs(input_ids=split(inputs.input_ids), segment_ids=split(inputs.segment_ids),
+                         position_ids=split(inputs.position_ids, axis=1), vision_gather=split(inputs.vision_gather),
+                         shared_prefix=None if shared is None else shared.replace(branch_ids=split(shared.branch_ids)))
+    return RolloutBatch(inputs=inputs, sources=split(sources.astype(np.int32)), targets=split(targets),
+                        weights=split(taken.astype(np.float32)), advantages=split(np.asarray(advantages, np.float32)))
+
+
+def _repeated_sequences(config, prompts: PromptBatch, raw: dict, targets, lengths, group):
+    """(ModelInputs [N, L], sources [N, T]): sequence n is its prompt, then completion n."""
+    prompt_ids = np.asarray(prompts.inputs.input_ids)
+    prompt_mask = np.asarray(prompts.inputs.segment_ids)
+    num_prompts, prompt_len = prompt_ids.shape
+    n, t = targets.shape
+    owner = np.arange(n) // group  # prompt of each row
+    length = bucket_size(prompt_len + t, MIN_TEXT_BUCKET)
+    tail = length - prompt_len - t
+    taken = np.arange(t)[None, :] < lengths[:, None]
+    pad_id = config.pad_token_id or 0
+    ids = np.pad(np.concatenate([prompt_ids[owner], targets], axis=1), ((0, 0), (0, tail)), constant_values=pad_id)
+    mask = np.pad(np.concatenate([prompt_mask[owner], taken], axis=1), ((0, 0), (0, tail)))  # [N, L]
+    gather = np.full((n, length), -1, np.int32)
+    gather[:, :prompt_len] = np.asarray(prompts.inputs.vision_gather)[owner]
+    positions, _ = get_rope_index(config, ids, mask, **hf_vision(np.asarray(raw["grid_thw"])[owner],
+                                                                 np.asarray(raw["second_per_grid_ts"])[owner],
+                                                                 np.asarray(raw["is_image"])[owner]))
+    sources = np.broadcast_to(prompt_len - 1 + np.arange(t), (n, t))  # token j is predicted at prompt_len - 1 + j
+    inputs = ModelInputs(input_ids=ids.astype(np.int32), segment_ids=mask.astype(np.int32),
+                         position_ids=positions.astype(np.int32), vision_gather=gather)
+    return inputs, sources
+
+
+def _shared_sequences(config, prompts: PromptBatch, raw: dict, targets, lengths, group, length):
+    """(ModelInputs [B, L] with ``shared_prefix``, sources [N, T]): sequence b is prompt b, then its G
+    completions back to back; completion j's token i sits at the prompt's next position + i."""
+    prompt_ids = np.asarray(prompts.inputs.input_ids)
+    prompt_mask = np.asarray(prompts.inputs.segment_ids)
+    num_prompts, prompt_len = prompt_ids.shape
+    n, t = targets.shape
+    if length < prompt_len + lengths.reshape(num_prompts, group).sum(axis=1).max(initial=0):
+        raise ValueError(f"shared-prefix sequences of {length} tokens cannot hold a prompt of {prompt_len} and "
+                         f"completions of {lengths.reshape(num_prompts, group).sum(axis=1).max()} tokens")
+    prompt_positions, deltas = get_rope_index(
+        config, prompt_ids, prompt_mask, **hf_vision(np.asarray(raw["grid_thw"]), np.asarray(raw["second_per_grid_ts"]),
+                                                     np.asarray(raw["is_image"])))  # [3, B, Lp], [B]
+    pad_id = config.pad_token_id or 0
+    ids = np.full((num_prompts, length), pad_id, np.int32)
+    segments = np.zeros((num_prompts, length), np.int32)
+    branches = np.zeros((num_prompts, length), np.int32)
+    positions = np.zeros((3, num_prompts, length), np.int64)
+    gather = np.full((num_prompts, length), -1, np.int32)
+    ids[:, :prompt_len], segments[:, :prompt_len] = prompt_ids, prompt_mask
+    positions[:, :, :prompt_len] = prompt_positions
+    gather[:, :prompt_len] = np.asarray(prompts.inputs.vision_gather)
+    sources = np.full((n, t), prompt_len - 1, np.int64)  # every completion's first token: the prompt's last position
+    for b in range(num_prompts):
+        start = prompt_len
+        for j in range(group):
+            row, size = b * group + j, int(lengths[b * group + j])
+            span = slice(start, start + size)
+            ids[b, span], segments[b, span], branches[b, span] = targets[row, :size], 1, j + 1
+            positions[:, b, span] = prompt_len + deltas[b] + np.arange(size)  # as decoding places them
+            sources[row, 1:size] = np.arange(start, start + size - 1)
+            start += size
+    shared = SharedPrefix(branch_ids=branches, prefix_len=prompt_len, max_branch_len=t)
+    inputs = ModelInputs(input_ids=ids, segment_ids=segments, position_ids=positions.astype(np.int32),
+                         vision_gather=gather, shared_prefix=shared)
+    return inputs, sources
 
 
 def rollout_partition_specs(batch: RolloutBatch) -> RolloutBatch:
     """PartitionSpec of every RolloutBatch leaf: rows over the batch axes."""
     rows = P(None, BATCH_AXES)
+    shared = batch.inputs.shared_prefix
     inputs = ModelInputs(input_ids=rows, segment_ids=rows, position_ids=P(None, None, BATCH_AXES),
-                         vision_gather=rows)
+                         vision_gather=rows, shared_prefix=None if shared is None else shared.replace(branch_ids=rows))
     optional = lambda x: None if x is None else rows  # noqa: E731
-    return RolloutBatch(inputs=inputs, targets=rows, weights=rows, advantages=rows,
+    return RolloutBatch(inputs=inputs, sources=rows, targets=rows, weights=rows, advantages=rows,
                         old_logp=optional(batch.old_logp), ref_logp=optional(batch.ref_logp))
 
 

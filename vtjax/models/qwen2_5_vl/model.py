@@ -18,6 +18,7 @@ from vtjax.models.qwen2_5_vl.layers import INIT_STD, dense, maybe_remat, run_lay
 from vtjax.models.qwen2_5_vl.lora import adapted
 from vtjax.models.qwen2_5_vl.text import DecoderLayer
 from vtjax.models.qwen2_5_vl.vision import VisionInputs, VisionTower
+from vtjax.ops.attention import SharedPrefix
 from vtjax.ops.norms import RMSNorm
 from vtjax.ops.rope import multimodal_rotary
 
@@ -31,6 +32,7 @@ class ModelInputs:
     position_ids: jax.Array  # [3, B, L] int32 multimodal rotary positions
     vision_gather: jax.Array  # [B, L] int32 row of the vision features placed here, -1 = text
     vision: VisionInputs | None = None  # images and videos of the batch, concatenated
+    shared_prefix: SharedPrefix | None = None  # branches after a shared prompt (GRPO groups laid out once)
 
 
 class Qwen25VL(nn.Module):
@@ -54,7 +56,8 @@ class Qwen25VL(nn.Module):
     @adapted
     def __call__(self, inputs: ModelInputs) -> jax.Array:
         """Logits [B, L, vocab] in the compute dtype."""
-        return self.logits(self.decode(self.embed(inputs), inputs.position_ids, inputs.segment_ids))
+        return self.logits(self.decode(self.embed(inputs), inputs.position_ids, inputs.segment_ids,
+                                       inputs.shared_prefix))
 
     @adapted
     def encode_vision(self, vision: VisionInputs) -> jax.Array:
@@ -77,27 +80,28 @@ class Qwen25VL(nn.Module):
         return x
 
     @nn.compact
-    def _layers(self, x, cos, sin, visibility, mode: LayerMode = LayerMode.TRAIN, cache: DecodeCache | None = None):
+    def _layers(self, x, cos, sin, visibility, mode: LayerMode = LayerMode.TRAIN, cache: DecodeCache | None = None,
+                shared_prefix: SharedPrefix | None = None):
         cfg = self.config
         layer = maybe_remat(DecoderLayer, cfg.remat_policy, scanned=cfg.scan_layers)
         kwargs = dict(config=cfg.text, mode=mode, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
         if mode != LayerMode.DECODE:
-            return run_layers(layer, x, (cos, sin, visibility), length=cfg.text.num_hidden_layers,
+            return run_layers(layer, x, (cos, sin, visibility, shared_prefix), length=cfg.text.num_hidden_layers,
                               scan=cfg.scan_layers, layer_kwargs=kwargs, return_outputs=mode == LayerMode.PREFILL)
         if cfg.scan_layers:
             raise ValueError("decode runs layer by layer: apply a config with scan_layers=False to "
                              "unstack_layers(config, params)")
         generated = []
         for i in range(cfg.text.num_hidden_layers):  # each layer's weights and caches are separate arrays
-            x, written = DecoderLayer(**kwargs, name=f"layers_{i}")(x, cos, sin, visibility, cache.prompt[i],
-                                                                    cache.generated[i])
+            x, written = DecoderLayer(**kwargs, name=f"layers_{i}")(x, cos, sin, visibility, prompt=cache.prompt[i],
+                                                                    generated=cache.generated[i])
             generated.append(written)
         return x, tuple(generated)
 
     @adapted
-    def decode(self, x, position_ids, segment_ids) -> jax.Array:
-        """Decoder layers and the final norm: [B, L, E] -> [B, L, E]."""
-        return self.norm(self._layers(x, *self._rotary(position_ids), segment_ids))
+    def decode(self, x, position_ids, segment_ids, shared_prefix: SharedPrefix | None = None) -> jax.Array:
+        """Decoder layers and the final norm: [B, L, E] -> [B, L, E] (``shared_prefix``: see ``ModelInputs``)."""
+        return self.norm(self._layers(x, *self._rotary(position_ids), segment_ids, shared_prefix=shared_prefix))
 
     @adapted
     def prefill(self, inputs: ModelInputs, features: jax.Array | None = None) -> tuple[jax.Array, KVCache]:

@@ -24,7 +24,7 @@ from jax.ad_checkpoint import checkpoint_name
 from vtjax.models.qwen2_5_vl.cache import DecodeView, KVCache, LayerMode
 from vtjax.models.qwen2_5_vl.config import TextConfig
 from vtjax.models.qwen2_5_vl.layers import SwiGLU, dense
-from vtjax.ops.attention import attention
+from vtjax.ops.attention import SharedPrefix, attention
 from vtjax.ops.decode_attention import decode_attention
 from vtjax.ops.norms import RMSNorm
 from vtjax.ops.rope import apply_rotary
@@ -39,11 +39,13 @@ class DecoderLayer(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, cos, sin, visibility, prompt: KVCache | None = None, generated: KVCache | None = None):
+    def __call__(self, x, cos, sin, visibility, shared_prefix: SharedPrefix | None = None,
+                 prompt: KVCache | None = None, generated: KVCache | None = None):
         """One layer; returns ``(x, cache)``.
 
         x: [B, T, E] (DECODE: [N, T, E]); cos, sin: like x with Dh features.
         visibility: TRAIN / PREFILL: segment ids [B, T] (0 = padding); DECODE: a ``DecodeView``.
+        shared_prefix (TRAIN only): branches after a shared prompt (``ops.attention.SharedPrefix``), or None.
         prompt, generated (DECODE only): this layer's prompt cache [B, Hkv, Lp, Dh] and generated cache
         [N, Hkv, M, Dh]. cache: PREFILL the prompt's ``KVCache``; DECODE the updated generated one; else None.
         """
@@ -71,7 +73,8 @@ class DecoderLayer(nn.Module):
 
             cache = KVCache(k=write(generated.k, k), v=write(generated.v, v))  # after the read: in place
         else:
-            out = attention(q, k, v, causal=True, segment_ids=visibility, impl=cfg.attention_impl)
+            out = attention(q, k, v, causal=True, segment_ids=visibility, shared_prefix=shared_prefix,
+                            impl=cfg.attention_impl)
             if self.mode == LayerMode.PREFILL:
                 cache = KVCache(k=k, v=v)
         out = checkpoint_name(out, "attention_out")  # [B, T, H, Dh]
