@@ -105,11 +105,11 @@ def test_loss_gradient_matches_finite_differences(rollout, layout):
     ref = jax.tree_util.tree_map(lambda x: x * 1.05, params)
     mb = jax.tree_util.tree_map(lambda x: x[0], batches[layout])
     vision = host.inputs.vision
-    ref_logp = logprobs(ref, mb.inputs, mb.sources, mb.targets, encode(ref, vision))
-    old_logp = logprobs(params, mb.inputs, mb.sources, mb.targets, encode(params, vision)) - 0.1  # clipping on
+    ref_logp = logprobs(ref, mb.inputs, mb.scored, encode(ref, vision))
+    old_logp = logprobs(params, mb.inputs, mb.scored, encode(params, vision)) - 0.1  # clipping on
 
     def loss(p):
-        logp = logprobs(p, mb.inputs, mb.sources, mb.targets, encode(p, vision))
+        logp = logprobs(p, mb.inputs, mb.scored, encode(p, vision))
         value, _ = grpo_loss(logp, old_logp, ref_logp, mb.advantages, mb.weights, beta=0.04)
         return value
 

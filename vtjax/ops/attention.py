@@ -204,7 +204,7 @@ def _transposed_grad(rows, scores):
     return jnp.swapaxes(grad_t, -1, -2)
 
 
-def _probs_grad_minus_delta(d_out, out, v):
+def _probs_grad_minus_delta(d_out, out, v, d_lse=None):
     """``dp - delta`` ([..., G, Lq, Lk] float32): ``dp = dout v^T``, ``delta = sum(dout * out)`` per row.
 
     Computed as one matmul of ``[dout, delta]`` against ``[v, -1]``: XLA:CPU
@@ -213,16 +213,18 @@ def _probs_grad_minus_delta(d_out, out, v):
     """
     # A contraction, not sum(dout * out): XLA:CPU's fused reduce over a short minor axis is ~10x slower.
     delta = jnp.einsum("...d,...d->...", d_out, out, preferred_element_type=jnp.float32)[..., None]
+    if d_lse is not None:  # lse's own cotangent: d logits += p * d_lse, i.e. delta -= d_lse
+        delta = delta - d_lse.astype(jnp.float32)
     d_out_aug = jnp.concatenate([d_out.astype(jnp.float32), delta], axis=-1)  # [..., G, Lq, D+1]
     v_aug = jnp.concatenate([v.astype(jnp.float32), -jnp.ones((*v.shape[:-1], 1), jnp.float32)],
                             axis=-1)  # [..., Lk, D+1]
     return jnp.einsum("...gqd,...kd->...gqk", d_out_aug, v_aug, preferred_element_type=jnp.float32)
 
 
-def _attend_bwd(scale, residuals, d_out):
+def _attend_grads(scale, residuals, d_out, d_lse=None):
     q, k, v, mask, lse, out = residuals
     probs = jnp.where(mask, jnp.exp(_logits(q, k, scale) - lse), 0.0).astype(v.dtype)  # [..., G, Lq, Lk]
-    d_shifted = _probs_grad_minus_delta(d_out, out, v)  # [..., G, Lq, Lk]
+    d_shifted = _probs_grad_minus_delta(d_out, out, v, d_lse)  # [..., G, Lq, Lk]
     d_logits = (probs.astype(jnp.float32) * d_shifted * scale).astype(q.dtype)  # [..., G, Lq, Lk]
     d_q = jnp.einsum("...gqk,...kd->...gqd", d_logits, k, preferred_element_type=jnp.float32)
     d_k = _transposed_grad(q, d_logits)
@@ -230,7 +232,46 @@ def _attend_bwd(scale, residuals, d_out):
     return d_q.astype(q.dtype), d_k.astype(k.dtype), d_v.astype(v.dtype), None
 
 
+def _attend_bwd(scale, residuals, d_out):
+    return _attend_grads(scale, residuals, d_out)
+
+
 _attend.defvjp(_attend_fwd, _attend_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _attend_with_lse(q, k, v, mask, scale):
+    """``_attend`` that also returns the row log-normaliser ``lse`` [..., G, Lq, 1] (0 on rows that see
+    nothing), differentiable in both: for merging attention over disjoint key sets (``_merge``)."""
+    out, residuals = _attend_fwd(q, k, v, mask, scale)
+    return out, residuals[4]
+
+
+def _attend_with_lse_fwd(q, k, v, mask, scale):
+    out, residuals = _attend_fwd(q, k, v, mask, scale)
+    return (out, residuals[4]), residuals
+
+
+def _attend_with_lse_bwd(scale, residuals, cotangents):
+    d_out, d_lse = cotangents
+    return _attend_grads(scale, residuals, d_out, d_lse)
+
+
+_attend_with_lse.defvjp(_attend_with_lse_fwd, _attend_with_lse_bwd)
+
+
+def _merge(parts):
+    """Attention over the union of disjoint key sets from each set's ``(out, lse, sees)``.
+
+    out: [..., D]; lse: [..., 1]; sees: [..., 1] bool, whether the row saw any key of that set.
+    Rows that saw nothing anywhere get zeros.
+    """
+    m = functools.reduce(jnp.maximum, [jnp.where(sees, lse, -jnp.inf) for _, lse, sees in parts])
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    weights = [jnp.where(sees, jnp.exp(jnp.where(sees, lse - m, 0.0)), 0.0) for _, lse, sees in parts]
+    total = functools.reduce(jnp.add, weights)
+    out = functools.reduce(jnp.add, [w * o.astype(jnp.float32) for w, (o, _, _) in zip(weights, parts, strict=True)])
+    return out / jnp.where(total == 0.0, 1.0, total)
 
 
 def _xla_dense(q, k, v, causal, segment_ids, scale):
@@ -344,11 +385,12 @@ def shared_prefix_visible(segment_ids: jax.Array | None, branch_ids: jax.Array) 
 def _xla_shared_prefix(q, k, v, segment_ids, shared: SharedPrefix, scale):
     """Causal attention of a shared prefix and its branches, computing only the tiles they can see.
 
-    Prefix queries (before ``prefix_len``) attend causally within the prefix. Branch queries, in blocks of
-    Q tokens, are scored against the prefix's keys plus a causal window: their block and the blocks
-    covering the C - 1 tokens before it (C = ``max_branch_len``; a query's branch starts inside it).
-    That is O(Lp^2 / 2 + Lb * (Lp + C + Q)) scores instead of the dense O((Lp + Lb)^2 / 2), and no token is
-    repeated per branch.
+    Prefix queries (before ``prefix_len``) attend causally within the prefix. Branch queries attend to the
+    prefix's keys (one rectangle) and, in blocks of Q tokens, to a causal window of branch keys: their
+    block and the blocks covering the C - 1 tokens before it (C = ``max_branch_len``; a query's branch
+    starts inside it); the two softmaxes merge by their log-normalisers. That is
+    O(Lp^2 / 2 + Lb * (Lp + C + Q)) scores instead of the dense O((Lp + Lb)^2 / 2), and no key is copied
+    per query block.
     """
     b, length, hq, d = q.shape
     hkv = k.shape[2]
@@ -366,32 +408,44 @@ def _xla_shared_prefix(q, k, v, segment_ids, shared: SharedPrefix, scale):
     if prefix == length:
         return prefix_out
     rest = length - prefix
+    group = hq // hkv
     block = min(SHARED_QUERY_BLOCK, longest)
     reach = -(-(longest - 1) // block)  # earlier blocks a branch query may need: its branch starts <= C-1 back
     num_blocks = -(-rest // block)
     padded = num_blocks * block
-    q_blocks = _pad_axis1(q[:, prefix:], 0, padded - rest).reshape(b, num_blocks, block, hkv, hq // hkv, d)
-    seg_q = _pad_axis1(seg[:, prefix:], 0, padded - rest).reshape(b, num_blocks, block)
-    branch_q = _pad_axis1(branch[:, prefix:], 0, padded - rest).reshape(b, num_blocks, block)
-    pos_q = jnp.arange(padded).reshape(num_blocks, block)
+    seg_q, branch_q = seg[:, prefix:], branch[:, prefix:]  # [B, Lb]
 
-    def window(x):  # [B, Lb, ...] -> [B, nb, W, ...]: blocks j - reach .. j
+    # Every branch query against the prefix keys: one [Lb, Lp] rectangle per head, no key copied.
+    q_rest = q[:, prefix:].reshape(b, rest, hkv, group, d).transpose(0, 2, 3, 1, 4)  # [B, Hkv, G, Lb, D]
+    sees_prefix = ((seg_q[:, :, None] != 0) & (seg_q[:, :, None] == prefix_seg[:, None, :])
+                   & (branch[:, None, :prefix] == 0))  # [B, Lb, Lp]
+    out_prefix, lse_prefix = _attend_with_lse(q_rest, k[:, :prefix].transpose(0, 2, 1, 3),
+                                              v[:, :prefix].transpose(0, 2, 1, 3), sees_prefix[:, None, None],
+                                              scale)  # [B, Hkv, G, Lb, D], [B, Hkv, G, Lb, 1]
+
+    # Blocks of Q branch queries against their causal window of branch keys (blocks j - reach .. j).
+    def window(x):  # [B, Lb, ...] -> [B, nb, W, ...]
         return _band(x, block, before=reach, after=0)
 
-    def keys(x):  # [B, L, Hkv, D] -> [B, nb, Hkv, Lp + W, D]: the prefix, then the block's window
-        head = jnp.broadcast_to(x[:, None, :prefix], (b, num_blocks, prefix) + x.shape[2:])
-        return jnp.concatenate([head, window(x[:, prefix:])], axis=2).transpose(0, 1, 3, 2, 4)
-
-    seg_k, branch_k = window(seg[:, prefix:]), window(branch[:, prefix:])  # [B, nb, W]
+    q_blocks = _pad_axis1(q[:, prefix:], 0, padded - rest).reshape(b, num_blocks, block, hkv, group, d)
+    seg_blocks = _pad_axis1(seg_q, 0, padded - rest).reshape(b, num_blocks, block)
+    branch_blocks = _pad_axis1(branch_q, 0, padded - rest).reshape(b, num_blocks, block)
+    pos_q = jnp.arange(padded).reshape(num_blocks, block)
+    seg_k, branch_k = window(seg_q), window(branch_q)  # [B, nb, W]
     pos_k = _band_positions(num_blocks, block, before=reach, after=0)  # [nb, W]
-    real_q = seg_q[..., None] != 0  # [B, nb, C, 1]
-    sees_prefix = (real_q & (seg_q[..., None] == prefix_seg[:, None, None, :])
-                   & (branch[:, None, None, :prefix] == 0))  # [B, nb, C, Lp]
-    sees_band = (real_q & (seg_q[..., None] == seg_k[:, :, None, :])
-                 & ((branch_k[:, :, None, :] == 0) | (branch_k[:, :, None, :] == branch_q[..., None]))
-                 & (pos_k[:, None, :] <= pos_q[:, :, None])[None])  # [B, nb, C, W]
-    mask = jnp.concatenate([sees_prefix, sees_band], axis=-1)  # [B, nb, C, Lp + W]
-    out = _attend(q_blocks.transpose(0, 1, 3, 4, 2, 5), keys(k), keys(v),  # [B, nb, Hkv, G, C, D]
-                  mask[:, :, None, None], scale)  # [B, nb, Hkv, G, C, D]
-    out = out.transpose(0, 1, 4, 2, 3, 5).reshape(b, padded, hq, d)[:, :rest].astype(q.dtype)
+    sees_window = ((seg_blocks[..., None] != 0) & (seg_blocks[..., None] == seg_k[:, :, None, :])
+                   & ((branch_k[:, :, None, :] == 0) | (branch_k[:, :, None, :] == branch_blocks[..., None]))
+                   & (pos_k[:, None, :] <= pos_q[:, :, None])[None])  # [B, nb, Q, W]
+    out_window, lse_window = _attend_with_lse(
+        q_blocks.transpose(0, 1, 3, 4, 2, 5),  # [B, nb, Hkv, G, Q, D]
+        window(k[:, prefix:]).transpose(0, 1, 3, 2, 4), window(v[:, prefix:]).transpose(0, 1, 3, 2, 4),
+        sees_window[:, :, None, None], scale)  # [B, nb, Hkv, G, Q, D], [B, nb, Hkv, G, Q, 1]
+
+    def query_major(x):  # [B, nb, Hkv, G, Q, X] -> [B, Hkv, G, Lb, X]
+        return x.transpose(0, 2, 3, 1, 4, 5).reshape(b, hkv, group, padded, x.shape[-1])[:, :, :, :rest]
+
+    sees_any_window = jnp.any(sees_window, axis=-1).reshape(b, padded)[:, :rest]  # [B, Lb]
+    out = _merge([(out_prefix, lse_prefix, jnp.any(sees_prefix, axis=-1)[:, None, None, :, None]),
+                  (query_major(out_window), query_major(lse_window), sees_any_window[:, None, None, :, None])])
+    out = out.transpose(0, 3, 1, 2, 4).reshape(b, rest, hq, d).astype(q.dtype)  # [B, Lb, Hq, D]
     return jnp.concatenate([prefix_out, out], axis=1)

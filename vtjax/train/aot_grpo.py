@@ -30,7 +30,7 @@ from vtjax.train.batch import BATCH_AXES, vision_partition_specs
 from vtjax.train.grpo_step import batch_logprobs_fn, encode_fn, make_grpo_step, vision_trains
 from vtjax.train.optimizer import lr_schedule, make_optimizer
 from vtjax.train.grpo_config import rollout_layout
-from vtjax.train.rollout_batch import RolloutBatch, RolloutLayout, rollout_partition_specs
+from vtjax.train.rollout_batch import RolloutBatch, RolloutLayout, ScoredTokens, rollout_partition_specs
 from vtjax.sharding import make_mesh
 from vtjax.train.state import abstract_state, model_config, param_shapes, state_shardings, with_shardings
 from vtjax.train.update import jit_update
@@ -134,10 +134,11 @@ def grpo_report(config, *, frames: int, frame_patches: int, prompt_text: int) ->
     reports.append((report, ("opt_state", "reference", "features", "pullback")))
 
     b = prompts * group // micro  # rows per micro-batch
-    sequences, shared = b, None
+    sequences, shared, scored = b, None, new_tokens
     layout = rollout_layout(config, sizes, 1)
     if layout == RolloutLayout.SHARED_PREFIX:  # one sequence per group; every completion at the full budget (the worst case)
         sequences, length = b // group, bucket_size(prompt_len + group * new_tokens, MIN_TEXT_BUCKET)
+        scored = length - prompt_len
         shared = SharedPrefix(branch_ids=s((micro, sequences, length), i32), prefix_len=prompt_len,
                               max_branch_len=new_tokens)
     seq = (micro, sequences, length)
@@ -145,7 +146,8 @@ def grpo_report(config, *, frames: int, frame_patches: int, prompt_text: int) ->
         inputs=ModelInputs(input_ids=s(seq, i32), segment_ids=s(seq, i32),
                            position_ids=s((micro, 3, sequences, length), i32), vision_gather=s(seq, i32),
                            shared_prefix=shared),
-        sources=s((micro, b, new_tokens), i32), targets=s((micro, b, new_tokens), i32),
+        scored=ScoredTokens(positions=s((micro, sequences, scored), i32), tokens=s((micro, sequences, scored), i32),
+                            index=s((micro, b, new_tokens), i32)),
         weights=s((micro, b, new_tokens), f32), advantages=s((micro, b), f32),
         ref_logp=s((micro, b, new_tokens), f32) if r.beta > 0 else None)
     batch = jax.tree_util.tree_map(lambda x, spec: _abstract(mesh, x.shape, x.dtype, spec), batch,

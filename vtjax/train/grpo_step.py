@@ -23,7 +23,7 @@ from vtjax.ops.logprobs import chunked_token_logprobs
 from vtjax.rl.grpo import grpo_loss
 from vtjax.train import update
 from vtjax.train.optimizer import frozen_mask
-from vtjax.train.rollout_batch import RolloutBatch, loss_shares
+from vtjax.train.rollout_batch import RolloutBatch, ScoredTokens, loss_shares
 from vtjax.train.state import TrainState
 
 
@@ -50,26 +50,27 @@ def vision_trains(params, freeze: str) -> bool:
 
 
 def policy_logprobs_fn(model_cfg: Qwen25VLConfig, chunk: int):
-    """``(params, inputs, sources, targets, features) -> [b, T]`` float32 log-prob of each completion token
-    (one micro-batch of a ``RolloutBatch``).
+    """``(params, inputs, scored, features) -> [b, T]`` float32 log-prob of each completion token (one
+    micro-batch of a ``RolloutBatch``; ``scored``: its ``ScoredTokens``).
 
-    The hidden state at ``sources`` (positions in each row's own sequence: row n is in sequence n // (b / s))
-    goes through the LM head, so only completion positions pay for it, in either layout.
+    Only the scored positions go through the LM head, in ``chunk``-position slices.
     ``features`` [Mp, E]: the vision features ``inputs.vision_gather`` indexes (None: encode ``inputs.vision``).
     """
     model = Qwen25VL(model_cfg)
 
-    def logprobs(params, inputs, sources, targets, features=None, dropout_key=None):
+    def logprobs(params, inputs, scored: ScoredTokens, features=None, dropout_key=None):
         variables = {"params": params}
         rngs = None if dropout_key is None else {"dropout": dropout_key}  # the adapters' dropout (LoRA)
         x = model.apply(variables, inputs, features, method=Qwen25VL.embed, rngs=rngs)
         hidden = model.apply(variables, x, inputs.position_ids, inputs.segment_ids, inputs.shared_prefix,
                              method=Qwen25VL.decode, rngs=rngs)  # [s, L, E]
-        sequences, width = hidden.shape[0], hidden.shape[-1]
-        rows, tokens = targets.shape
-        picked = jnp.take_along_axis(hidden, sources.reshape(sequences, -1)[..., None], axis=1)  # [s, b/s * T, E]
-        return chunked_token_logprobs(lambda h: model.apply(variables, h, method=Qwen25VL.logits, rngs=rngs),
-                                      picked.reshape(rows, tokens, width), targets, chunk)  # [b, T]
+        picked = jnp.take_along_axis(hidden, scored.positions[..., None], axis=1)  # [s, K, E]
+        per_sequence = chunked_token_logprobs(
+            lambda h: model.apply(variables, h, method=Qwen25VL.logits, rngs=rngs),
+            picked, scored.tokens, chunk)  # [s, K]
+        rows, tokens = scored.index.shape
+        index = scored.index.reshape(hidden.shape[0], -1)  # [s, b/s * T]
+        return jnp.take_along_axis(per_sequence, index, axis=1).reshape(rows, tokens)  # [b, T]
 
     return logprobs
 
@@ -82,7 +83,7 @@ def batch_logprobs_fn(model_cfg: Qwen25VLConfig, chunk: int, rows: NamedSharding
     logprobs = policy_logprobs_fn(model_cfg, chunk)
 
     def run(params, batch: RolloutBatch, features):
-        return jax.lax.map(lambda xs: logprobs(params, *xs, features), (batch.inputs, batch.sources, batch.targets))
+        return jax.lax.map(lambda xs: logprobs(params, *xs, features), (batch.inputs, batch.scored))
 
     return jax.jit(run) if rows is None else jax.jit(run, out_shardings=rows)
 
@@ -109,7 +110,7 @@ def make_grpo_step(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation, 
                            method=Qwen25VL.encode_vision)
 
     def micro_loss(train, features, params, mb: RolloutBatch, share, key):  # the gradient: of train, features
-        logp = logprobs(update.with_frozen(train, params), mb.inputs, mb.sources, mb.targets, features, key)  # [b, T]
+        logp = logprobs(update.with_frozen(train, params), mb.inputs, mb.scored, features, key)  # [b, T]
         old = mb.old_logp if mb.old_logp is not None else jax.lax.stop_gradient(logp)
         loss, metrics = grpo_loss(logp, old, mb.ref_logp, mb.advantages, mb.weights, beta=rl_cfg.beta,
                                   agg=rl_cfg.loss_agg, token_norm=token_norm, **clip)

@@ -10,8 +10,11 @@ Two layouts of the same completions (``RolloutLayout``), with identical log-prob
   completion).
 
 Whatever the layout, the loss arrays are per completion, [rows, T]: row
-n = b * G + j is completion j of prompt b, and ``sources`` says which position
-of its sequence predicts each of its tokens. The sequences carry no pixels:
+n = b * G + j is completion j of prompt b. ``ScoredTokens`` lists, per
+sequence, the completion tokens the LM head scores and the position whose
+hidden state predicts each, so only completion tokens pay for the LM head
+(in the shared layout, every completion's first token is predicted at the
+prompt's last position). The sequences carry no pixels:
 their ``vision_gather`` indexes the features of the step's prompts, encoded
 once per step (``rollout.encode_fn``) and shared by the old and reference
 log-prob passes and the update.
@@ -49,13 +52,22 @@ class RolloutLayout(enum.Enum):
 
 
 @flax.struct.dataclass
+class ScoredTokens:
+    """The completion tokens of s sequences, K per sequence, that the LM head scores."""
+
+    positions: jax.Array  # [..., s, K] int32 position in the sequence whose hidden state predicts token k
+    tokens: jax.Array  # [..., s, K] int32 the token scored there
+    index: jax.Array  # [..., b, T] int32 which of its sequence's K scores is completion token t of row n
+    #                   (row n in sequence n // (b / s))
+
+
+@flax.struct.dataclass
 class RolloutBatch:
     """One GRPO update's data; arrays carry a leading micro-batch axis M: s sequences and b rows each."""
 
     inputs: ModelInputs  # the sequences [M, s, L], no vision: vision_gather indexes the step's prompt
     #                      features [Mp, E]; s = b (repeated) or b / G (shared prefix, with inputs.shared_prefix)
-    sources: jax.Array  # [M, b, T] int32 position in its sequence (row // (b / s)) predicting each token
-    targets: jax.Array  # [M, b, T] int32 completion tokens
+    scored: ScoredTokens  # [M, s, K] scored tokens, [M, b, T] their index per completion token
     weights: jax.Array  # [M, b, T] float32, 1 on the completion's tokens (up to and with its EOS)
     advantages: jax.Array  # [M, b] float32
     old_logp: jax.Array | None = None  # [M, b, T] policy log-probs at rollout time (num_iterations > 1)
@@ -99,9 +111,9 @@ def build_rollout_batch(config: Qwen25VLConfig, prompts: PromptBatch, raw: dict,
             raise ValueError(f"the shared-prefix layout splits whole groups: micro_batches={micro_batches} must "
                              f"divide the {num_prompts} prompts")
         length = length or shared_sequence_length(prompt_len, lengths, group)
-        inputs, sources = _shared_sequences(config, prompts, raw, targets, lengths, group, length)
+        inputs, scored = _shared_sequences(config, prompts, raw, targets, lengths, group, length)
     else:
-        inputs, sources = _repeated_sequences(config, prompts, raw, targets, lengths, group)
+        inputs, scored = _repeated_sequences(config, prompts, raw, targets, lengths, group)
 
     def split(x, axis=0):  # rows -> [M, b, ...] (positions [3, N, L] -> [M, 3, b, L])
         x = np.asarray(x)
@@ -112,12 +124,14 @@ def build_rollout_batch(config: Qwen25VLConfig, prompts: PromptBatch, raw: dict,
     inputs = ModelInputs(input_ids=split(inputs.input_ids), segment_ids=split(inputs.segment_ids),
                          position_ids=split(inputs.position_ids, axis=1), vision_gather=split(inputs.vision_gather),
                          shared_prefix=None if shared is None else shared.replace(branch_ids=split(shared.branch_ids)))
-    return RolloutBatch(inputs=inputs, sources=split(sources.astype(np.int32)), targets=split(targets),
+    scored = ScoredTokens(positions=split(scored.positions.astype(np.int32)), tokens=split(scored.tokens),
+                          index=split(scored.index.astype(np.int32)))
+    return RolloutBatch(inputs=inputs, scored=scored,
                         weights=split(taken.astype(np.float32)), advantages=split(np.asarray(advantages, np.float32)))
 
 
 def _repeated_sequences(config, prompts: PromptBatch, raw: dict, targets, lengths, group):
-    """(ModelInputs [N, L], sources [N, T]): sequence n is its prompt, then completion n."""
+    """(ModelInputs [N, L], ScoredTokens with K = T): sequence n is its prompt, then completion n."""
     prompt_ids = np.asarray(prompts.inputs.input_ids)
     prompt_mask = np.asarray(prompts.inputs.segment_ids)
     num_prompts, prompt_len = prompt_ids.shape
@@ -134,15 +148,17 @@ def _repeated_sequences(config, prompts: PromptBatch, raw: dict, targets, length
     positions, _ = get_rope_index(config, ids, mask, **hf_vision(np.asarray(raw["grid_thw"])[owner],
                                                                  np.asarray(raw["second_per_grid_ts"])[owner],
                                                                  np.asarray(raw["is_image"])[owner]))
-    sources = np.broadcast_to(prompt_len - 1 + np.arange(t), (n, t))  # token j is predicted at prompt_len - 1 + j
+    scored = ScoredTokens(positions=np.broadcast_to(prompt_len - 1 + np.arange(t), (n, t)),  # token j: at Lp-1+j
+                          tokens=targets, index=np.broadcast_to(np.arange(t), (n, t)))
     inputs = ModelInputs(input_ids=ids.astype(np.int32), segment_ids=mask.astype(np.int32),
                          position_ids=positions.astype(np.int32), vision_gather=gather)
-    return inputs, sources
+    return inputs, scored
 
 
 def _shared_sequences(config, prompts: PromptBatch, raw: dict, targets, lengths, group, length):
-    """(ModelInputs [B, L] with ``shared_prefix``, sources [N, T]): sequence b is prompt b, then its G
-    completions back to back; completion j's token i sits at the prompt's next position + i."""
+    """(ModelInputs [B, L] with ``shared_prefix``, ScoredTokens with K = L - Lp): sequence b is prompt b,
+    then its G completions back to back; completion j's token i sits at the prompt's next position + i.
+    Scored token k is the one at Lp + k, predicted at Lp + k - 1, or at Lp - 1 for a completion's first."""
     prompt_ids = np.asarray(prompts.inputs.input_ids)
     prompt_mask = np.asarray(prompts.inputs.segment_ids)
     num_prompts, prompt_len = prompt_ids.shape
@@ -162,7 +178,8 @@ def _shared_sequences(config, prompts: PromptBatch, raw: dict, targets, lengths,
     ids[:, :prompt_len], segments[:, :prompt_len] = prompt_ids, prompt_mask
     positions[:, :, :prompt_len] = prompt_positions
     gather[:, :prompt_len] = np.asarray(prompts.inputs.vision_gather)
-    sources = np.full((n, t), prompt_len - 1, np.int64)  # every completion's first token: the prompt's last position
+    scored_positions = np.full((num_prompts, length - prompt_len), prompt_len - 1, np.int64)
+    index = np.zeros((n, t), np.int64)
     for b in range(num_prompts):
         start = prompt_len
         for j in range(group):
@@ -170,12 +187,13 @@ def _shared_sequences(config, prompts: PromptBatch, raw: dict, targets, lengths,
             span = slice(start, start + size)
             ids[b, span], segments[b, span], branches[b, span] = targets[row, :size], 1, j + 1
             positions[:, b, span] = prompt_len + deltas[b] + np.arange(size)  # as decoding places them
-            sources[row, 1:size] = np.arange(start, start + size - 1)
+            scored_positions[b, start - prompt_len + 1:start - prompt_len + size] = np.arange(start, start + size - 1)
+            index[row, :size] = np.arange(start - prompt_len, start - prompt_len + size)
             start += size
     shared = SharedPrefix(branch_ids=branches, prefix_len=prompt_len, max_branch_len=t)
     inputs = ModelInputs(input_ids=ids, segment_ids=segments, position_ids=positions.astype(np.int32),
                          vision_gather=gather, shared_prefix=shared)
-    return inputs, sources
+    return inputs, ScoredTokens(positions=scored_positions, tokens=ids[:, prompt_len:], index=index)
 
 
 def rollout_partition_specs(batch: RolloutBatch) -> RolloutBatch:
@@ -185,7 +203,8 @@ def rollout_partition_specs(batch: RolloutBatch) -> RolloutBatch:
     inputs = ModelInputs(input_ids=rows, segment_ids=rows, position_ids=P(None, None, BATCH_AXES),
                          vision_gather=rows, shared_prefix=None if shared is None else shared.replace(branch_ids=rows))
     optional = lambda x: None if x is None else rows  # noqa: E731
-    return RolloutBatch(inputs=inputs, sources=rows, targets=rows, weights=rows, advantages=rows,
+    scored = ScoredTokens(positions=rows, tokens=rows, index=rows)
+    return RolloutBatch(inputs=inputs, scored=scored, weights=rows, advantages=rows,
                         old_logp=optional(batch.old_logp), ref_logp=optional(batch.ref_logp))
 
 
