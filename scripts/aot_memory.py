@@ -45,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--lora", type=int, default=0,
                    help="LoRA rank: train adapters (alpha = 2 * rank, the config's targets) instead of the model")
     p.add_argument("--lora_base_dtype", default="", help="with --lora: the frozen base's dtype (e.g. bfloat16)")
+    p.add_argument("--shared_prefix", default="", help="GRPO: rl.shared_prefix (auto | on | off) to plan with")
     return p.parse_args(argv)
 
 
@@ -76,6 +77,8 @@ def main(argv=None):
     if args.lora:
         config.train.lora.enabled, config.train.lora.rank, config.train.lora.alpha = True, args.lora, 2.0 * args.lora
         config.train.lora.base_dtype = args.lora_base_dtype
+    if args.shared_prefix:
+        config.rl.shared_prefix = args.shared_prefix
     if config.mode == "grpo":
         from vtjax.train import aot_grpo  # pylint: disable=import-outside-toplevel
 
@@ -87,6 +90,7 @@ def main(argv=None):
             print(json.dumps(report), flush=True)
         peak = max(r["step_peak_gib"] for r in reports)
         summary = {"summary": "grpo_step", "preset": config.model.preset, "mesh": mesh_sizes, "lora": args.lora,
+                   "layout": reports[0]["layout"], "micro_batches": config.train.micro_batches,
                    "step_peak_gib": peak, "at": max(reports, key=lambda r: r["step_peak_gib"])["program"],
                    "budget_gib": args.budget_gib, "fits": peak <= args.budget_gib,
                    "compile_s": sum(r["compile_s"] + r["lower_s"] for r in reports)}
