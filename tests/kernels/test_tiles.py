@@ -56,14 +56,14 @@ def test_ranges_cover_every_visible_pair(causal, block_q, block_k):
         qr = tiles.visit_ranges(jnp.asarray(meet).swapaxes(1, 2))
         nq, nk = length // block_q, length // block_k
         j = np.arange(nk)[None, None, :]
-        in_kv = (j >= np.asarray(kv.lo)[..., None]) & (j < np.asarray(kv.hi)[..., None])
+        in_kv = _in_runs(kv, j)
         assert not (needed & ~in_kv).any()
         i = np.arange(nq)[None, None, :]
-        in_q = (i >= np.asarray(qr.lo)[..., None]) & (i < np.asarray(qr.hi)[..., None])
+        in_q = _in_runs(qr, i)
         assert not (needed.swapaxes(1, 2) & ~in_q).any()
         if max_segment_len is not None:  # the static grid bound holds
-            assert int(np.max(kv.hi - kv.lo)) <= tiles.max_visits(nk, block_q, block_k, max_run)
-            assert int(np.max(qr.hi - qr.lo)) <= tiles.max_visits(nq, block_k, block_q, max_run)
+            assert int(np.max(kv.count)) <= tiles.max_visits(nk, block_q, block_k, max_run)
+            assert int(np.max(qr.count)) <= tiles.max_visits(nq, block_k, block_q, max_run)
 
 
 def test_band_bound_survives_unsorted_segment_ids():
@@ -75,7 +75,8 @@ def test_band_bound_survives_unsorted_segment_ids():
                                        block_k=block, causal=False, max_segment_len=16))
     assert not (needed & ~meet).any()
     ranges = tiles.visit_ranges(jnp.asarray(meet))
-    assert int(np.max(ranges.hi - ranges.lo)) <= tiles.max_visits(length // block, block, block, 16)
+    assert not (needed & ~_in_runs(ranges, np.arange(length // block)[None, None, :])).any()
+    assert int(np.max(ranges.count)) <= tiles.max_visits(length // block, block, block, 16)
 
 
 def test_window_attention_visits_linear_number_of_tiles():
@@ -85,7 +86,7 @@ def test_window_attention_visits_linear_number_of_tiles():
     meet = tiles.tiles_meet(seg, batch=1, seq_len=length, block_q=block, block_k=block,
                             causal=False, max_segment_len=64)
     ranges = tiles.visit_ranges(meet)
-    assert int(jnp.sum(ranges.hi - ranges.lo)) == length // block  # diagonal tiles only
+    assert int(jnp.sum(ranges.count)) == length // block  # diagonal tiles only
     assert tiles.max_visits(length // block, block, block, 64) == 3
 
 
@@ -99,6 +100,13 @@ def test_causal_visits_lower_triangle_and_padding_tiles_nothing():
     # Tokens 60..159 live in tiles 1..4; tile 0 and tiles 5..7 hold only padding.
     np.testing.assert_array_equal(hi - lo, [0, 1, 2, 3, 4, 0, 0, 0])
     np.testing.assert_array_equal(lo[1:5], 1)
+
+
+def _in_runs(ranges, index):
+    """[B, n, m] bool: whether tile ``index`` (broadcast [1, 1, m]) lies in either visit run of each row."""
+    def inside(lo, hi):
+        return (index >= np.asarray(lo)[..., None]) & (index < np.asarray(hi)[..., None])
+    return inside(ranges.lo, ranges.hi) | inside(ranges.lo2, ranges.hi2)
 
 
 def test_segment_range_per_tile_ignores_padding():

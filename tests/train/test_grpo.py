@@ -158,6 +158,7 @@ def test_short_run_raises_the_reward(tmp_path, monkeypatch):
     ("rl.decode_rows_per_prompt", 9, "rl.decode_rows_per_prompt=9 must be in 1..rl.group_size=8"),
     ("train.lr", -1.0, "train.lr"),
     ("rl.reward_modules", "no_such_reward_module", "rl.reward_modules: cannot import 'no_such_reward_module'"),
+    ("rl.shared_prefix", "sometimes", "rl.shared_prefix='sometimes' must be one of"),
 ])
 def test_bad_rl_fields_are_named(field, value, message):
     config = grpo_config.grpo_defaults()
@@ -176,6 +177,26 @@ def test_prompts_that_do_not_split_over_processes_are_refused():
     with pytest.raises(ConfigError, match=r"train.batch_size=6 prompts do not split over the 4 processes"):
         grpo_config.validate(config, num_devices=8, process_count=4)
     assert grpo_config.validate(config, num_devices=6, process_count=3)["fsdp"] == 6
+
+
+def test_shared_prefix_layout_follows_the_batch_split():
+    """One sequence per prompt: auto shares when a micro-batch's prompts split over the data axes, falls back
+    to repeated rows when they do not (or on cudnn); on refuses a batch that does not split."""
+    config = grpo_config.grpo_defaults()
+    config.model.preset, config.data.source = "tiny", "synthetic"
+    config.train.batch_size, config.train.micro_batches = 8, 8  # 1 prompt per micro-batch, 8 data shards
+    sizes = {"data": 1, "fsdp": 8, "tensor": 1}
+    assert grpo_config.rollout_layout(config, sizes, 1) == RolloutLayout.REPEATED
+    config.train.micro_batches = 1
+    assert grpo_config.rollout_layout(config, sizes, 1) == RolloutLayout.SHARED_PREFIX
+    config.model.attention_impl = "cudnn"
+    assert grpo_config.rollout_layout(config, sizes, 1) == RolloutLayout.REPEATED
+    config.model.attention_impl, config.rl.shared_prefix, config.train.micro_batches = "pallas", "on", 8
+    with pytest.raises(ConfigError, match="rl.shared_prefix=on lays out one sequence per prompt"):
+        grpo_config.validate(config, num_devices=8)
+    config.rl.shared_prefix = "off"
+    config.train.micro_batches = 1
+    assert grpo_config.rollout_layout(config, sizes, 1) == RolloutLayout.REPEATED
 
 
 def test_several_updates_per_step_keep_the_step_count_and_the_schedule(tmp_path, monkeypatch):
@@ -256,3 +277,17 @@ def test_one_update_from_either_layout_gives_the_same_parameters(rollout):
     assert np.linalg.norm(repeated) > 0
     assert np.linalg.norm(shared - repeated) <= 1e-5 * np.linalg.norm(repeated), (
         np.linalg.norm(shared - repeated) / np.linalg.norm(repeated))
+
+
+def test_shared_prefix_logprobs_through_the_pallas_kernels(rollout):
+    """The model's text attention on impl="pallas" (the Triton family, interpreted on this CPU) gives the
+    shared-prefix layout the repeated layout's log-probs (XLA path)."""
+    import dataclasses  # noqa: PLC0415
+
+    params, host, _, batches = rollout
+    features = encode(params, host.inputs.vision)
+    kernels = CONFIG.replace(text=dataclasses.replace(CONFIG.text, attention_impl="pallas"))
+    shared = batch_logprobs_fn(kernels, chunk=16)(params, batches[RolloutLayout.SHARED_PREFIX], features)
+    repeated = batch_logprobs_fn(CONFIG, chunk=16)(params, batches[RolloutLayout.REPEATED], features)
+    weights = np.asarray(batches[RolloutLayout.REPEATED].weights) > 0
+    np.testing.assert_allclose(np.asarray(shared)[weights], np.asarray(repeated)[weights], atol=1e-5)

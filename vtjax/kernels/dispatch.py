@@ -33,24 +33,35 @@ def attention(
     segment_ids: jax.Array | None = None,
     max_segment_len: int | None = None,
     scale: float | None = None,
+    branch_ids: jax.Array | None = None,
 ) -> jax.Array:
-    """Attention with ``impl`` in ("pallas", "cudnn"); shapes as in ``vtjax.ops.attention``."""
+    """Attention with ``impl`` in ("pallas", "cudnn"); shapes as in ``vtjax.ops.attention``.
+
+    ``branch_ids`` (prefix sharing, Pallas only): see ``flash_attention``.
+    """
     if impl == "pallas":
-        return _pallas(q, k, v, causal, segment_ids, max_segment_len, scale)
+        return _pallas(q, k, v, causal, segment_ids, max_segment_len, scale, branch_ids)
+    if branch_ids is not None:
+        raise ValueError("branch ids (prefix sharing) run on impl='pallas' or the XLA path, not cudnn")
     if impl == "cudnn":
         return _cudnn(q, k, v, causal, segment_ids, scale)
     raise ValueError(f"kernel impl={impl!r} is not one of {IMPLS}")
 
 
-def _pallas(q, k, v, causal, segment_ids, max_segment_len, scale):
+def _pallas(q, k, v, causal, segment_ids, max_segment_len, scale, branch_ids=None):
+    if branch_ids is not None and segment_ids is None:
+        segment_ids = jnp.ones(q.shape[:2], jnp.int32)
+
     def run(backend, interpret):
-        def branch(q, k, v, *seg):
-            return flash_attention(q, k, v, seg[0] if seg else None, causal=causal, scale=scale,
+        def branch(q, k, v, *ids):
+            return flash_attention(q, k, v, ids[0] if ids else None, causal=causal, scale=scale,
                                    max_segment_len=max_segment_len, backend=backend,
-                                   interpret=interpret)
+                                   interpret=interpret, branch_ids=ids[1] if len(ids) > 1 else None)
         return branch
 
     args = (q, k, v) if segment_ids is None else (q, k, v, segment_ids)
+    if branch_ids is not None:
+        args = (*args, branch_ids)
     return lax.platform_dependent(
         *args, tpu=run("tpu", False), cuda=run("gpu", False), rocm=run("gpu", False),
         default=run("gpu", True))

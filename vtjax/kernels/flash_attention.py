@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from vtjax.kernels import flash_gpu, flash_tpu, tiles
 from vtjax.kernels.block_sizes import BACKENDS, GPU_MIN_BLOCK, TPU_LANES, Backend, BlockSizes
-from vtjax.kernels.kernel_common import KernelConfig, KernelInputs
+from vtjax.kernels.kernel_common import KernelConfig, KernelInputs, pack_branches
 
 _FAMILIES = {"tpu": flash_tpu, "gpu": flash_gpu}
 
@@ -40,6 +40,7 @@ def flash_attention(
     block_sizes: BlockSizes | None = None,
     backend: Backend | None = None,
     interpret: bool | None = None,
+    branch_ids: jax.Array | None = None,
 ) -> jax.Array:
     """Fused scaled dot-product attention.
 
@@ -57,11 +58,19 @@ def flash_attention(
       backend: kernel family, "tpu" (Mosaic) or "gpu" (Triton); default from
         ``jax.default_backend()`` ("gpu" on a CPU host, interpreted).
       interpret: run in the Pallas interpreter; default True on a CPU host.
+      branch_ids: [B, L] int, prefix sharing (``ops.attention.SharedPrefix``): 0 = shared token, k > 0 =
+        branch k; a key is visible only when shared or in the query's branch. Needs ``causal``; tiles of
+        other branches are never visited.
 
     Returns:
       [B, L, Hq, D] in ``q.dtype``.
     """
     _check_inputs(q, k, v, segment_ids, max_segment_len)
+    if branch_ids is not None:
+        if branch_ids.shape != q.shape[:2] or not causal:
+            raise ValueError(f"branch_ids {branch_ids.shape} must be [B, L] = {q.shape[:2]}, with causal=True")
+        if segment_ids is None:
+            segment_ids = jnp.ones(q.shape[:2], jnp.int32)
     platform = jax.default_backend()
     if backend is None:
         backend = "tpu" if platform == "tpu" else "gpu"
@@ -82,9 +91,13 @@ def flash_attention(
         if segment_ids is None:  # padding needs a mask even when the caller had none
             segment_ids = jnp.ones((batch, length), jnp.int32)
         segment_ids = jnp.pad(segment_ids.astype(jnp.int32), [(0, 0), (0, padded - length)])
+        if branch_ids is not None:
+            branch_ids = jnp.pad(branch_ids.astype(jnp.int32), [(0, 0), (0, padded - length)])
 
     meet = functools.partial(tiles.tiles_meet, segment_ids, batch=batch, seq_len=padded,
-                             causal=causal, max_segment_len=max_segment_len)
+                             causal=causal, max_segment_len=max_segment_len, branch_ids=branch_ids)
+    if branch_ids is not None:
+        segment_ids = pack_branches(segment_ids, branch_ids)
     aux = KernelInputs(
         segment_ids=None if segment_ids is None else segment_ids.astype(jnp.int32),
         kv_ranges=tiles.visit_ranges(meet(block_q=blocks.block_q, block_k=blocks.block_k)),
@@ -95,7 +108,7 @@ def flash_attention(
         backend=backend, interpret=bool(interpret), causal=bool(causal),
         scale=float(scale if scale is not None else 1.0 / math.sqrt(head_dim)),
         blocks=blocks, head_dim=head_dim, seq_len=padded, num_q_heads=hq,
-        num_kv_heads=k.shape[2], segmented=segment_ids is not None,
+        num_kv_heads=k.shape[2], segmented=segment_ids is not None, branched=branch_ids is not None,
         kv_steps=tiles.max_visits(padded // blocks.block_k, blocks.block_q, blocks.block_k,
                                   max_segment_len),
         q_steps=tiles.max_visits(padded // blocks.block_q_dkv, blocks.block_k_dkv,
@@ -160,6 +173,7 @@ def reference_attention(
     *,
     causal: bool,
     scale: float | None = None,
+    branch_ids: jax.Array | None = None,
 ) -> jax.Array:
     """Attention straight from the definition, in float32, O(L^2) memory. For tests.
 
@@ -182,6 +196,8 @@ def reference_attention(
         visible = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] != 0)
     if causal:
         visible &= jnp.tril(jnp.ones((length, length), bool))[None]
+    if branch_ids is not None:  # a key is shared (branch 0) or in the query's branch
+        visible &= (branch_ids[:, None, :] == 0) | (branch_ids[:, None, :] == branch_ids[:, :, None])
     visible = visible[:, None]  # [B, 1, L, L]
     row_max = jnp.max(jnp.where(visible, logits, -jnp.inf), axis=-1, keepdims=True)
     row_max = jax.lax.stop_gradient(jnp.where(jnp.isfinite(row_max), row_max, 0.0))

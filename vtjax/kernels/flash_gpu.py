@@ -24,6 +24,7 @@ from jax.experimental.pallas import triton as plgpu
 
 from vtjax.kernels.kernel_common import (
     EMPTY_ROW_LSE, MASK_VALUE, NN, NT, KernelConfig, KernelInputs, tile_visibility)
+from vtjax.kernels.tiles import visited_tile
 
 
 def _padded_head_dim(d: int) -> int:
@@ -50,7 +51,7 @@ def _mask(cfg: KernelConfig, q_first, k_first, rows: int, cols: int, q_seg, seg_
     if cfg.segmented:
         k_seg = seg_ref[pl.ds(k_first, cols)][None, :]  # [1, cols]
         q_seg = q_seg[:, None]  # [rows, 1]
-    return tile_visibility(q_pos, k_pos, q_seg, k_seg, cfg.causal)
+    return tile_visibility(q_pos, k_pos, q_seg, k_seg, cfg.causal, cfg.branched)
 
 
 def _split(cfg: KernelConfig, refs, n_before: int):
@@ -62,9 +63,10 @@ def _split(cfg: KernelConfig, refs, n_before: int):
 
 # ----------------------------------------------------------------------------- forward
 
-def _forward_kernel(lo_ref, hi_ref, *refs, cfg: KernelConfig):
+def _forward_kernel(lo_ref, hi_ref, lo2_ref, hi2_ref, *refs, cfg: KernelConfig):
     (q_ref, k_ref, v_ref), seg_ref, (o_ref, lse_ref) = _split(cfg, refs, 3)
-    # lo/hi: [nq]; q, o: [bq, D_pad]; k, v: [Lp, D_pad]; seg: [Lp]; lse: [bq]
+    # lo/hi, lo2/hi2: [nq] the two runs of key tiles; q, o: [bq, D_pad]; k, v: [Lp, D_pad]; seg: [Lp];
+    # lse: [bq]
     bq, bk = cfg.blocks.block_q, cfg.blocks.block_k
     i = pl.program_id(0)
     dmask = (jnp.arange(q_ref.shape[-1]) < cfg.head_dim)[None, :]
@@ -89,7 +91,8 @@ def _forward_kernel(lo_ref, hi_ref, *refs, cfg: KernelConfig):
 
     init = (jnp.zeros((bq, q_ref.shape[-1]), jnp.float32),
             jnp.full((bq,), MASK_VALUE, jnp.float32), jnp.zeros((bq,), jnp.float32))
-    acc, m, l = lax.fori_loop(lo_ref[i], hi_ref[i], body, init)
+    carry = lax.fori_loop(lo_ref[i], hi_ref[i], body, init)  # the first run of key tiles, then the second
+    acc, m, l = lax.fori_loop(lo2_ref[i], hi2_ref[i], body, carry)
     empty = l == 0.0  # the row saw no key: output 0, not 0/0
     safe_l = jnp.where(empty, 1.0, l)
     out = acc * jnp.where(empty, 0.0, 1.0 / safe_l)[:, None]
@@ -105,6 +108,8 @@ def forward(q, k, v, aux: KernelInputs, cfg: KernelConfig):
     in_specs = [
         pl.BlockSpec((None, nq), lambda i, b, h: (b, 0)),  # kv_lo
         pl.BlockSpec((None, nq), lambda i, b, h: (b, 0)),  # kv_hi
+        pl.BlockSpec((None, nq), lambda i, b, h: (b, 0)),  # kv_lo2
+        pl.BlockSpec((None, nq), lambda i, b, h: (b, 0)),  # kv_hi2
         pl.BlockSpec((None, bq, None, dp), lambda i, b, h: (b, i, h, 0)),  # q
         pl.BlockSpec((None, length, None, dp), lambda i, b, h: (b, 0, lax.div(h, group), 0)),  # k
         pl.BlockSpec((None, length, None, dp), lambda i, b, h: (b, 0, lax.div(h, group), 0)),  # v
@@ -120,13 +125,13 @@ def forward(q, k, v, aux: KernelInputs, cfg: KernelConfig):
         out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype),
                    jax.ShapeDtypeStruct((batch, hq, length), jnp.float32)],
         compiler_params=_params(cfg), interpret=cfg.interpret, name="vtjax_flash_fwd_gpu",
-    )(aux.kv_ranges.lo, aux.kv_ranges.hi, q, k, v, *segs)
+    )(*aux.kv_ranges, q, k, v, *segs)
     return out, lse
 
 
 # ----------------------------------------------------------------------------- backward
 
-def _dq_kernel(lo_ref, hi_ref, *refs, cfg: KernelConfig):
+def _dq_kernel(lo_ref, hi_ref, lo2_ref, hi2_ref, *refs, cfg: KernelConfig):
     (q_ref, k_ref, v_ref), seg_ref, rest = _split(cfg, refs, 3)
     lse_ref, delta_ref, do_ref, dq_ref = rest
     # q, do, dq: [bq, D_pad]; k, v: [Lp, D_pad]; lse, delta: [bq]; seg: [Lp]
@@ -149,12 +154,12 @@ def _dq_kernel(lo_ref, hi_ref, *refs, cfg: KernelConfig):
         ds = p * (dp - delta[:, None])
         return dq + lax.dot_general(ds.astype(k.dtype), k, NN, preferred_element_type=jnp.float32)
 
-    dq = lax.fori_loop(lo_ref[i], hi_ref[i], body,
-                       jnp.zeros((bq, q_ref.shape[-1]), jnp.float32))
+    dq = lax.fori_loop(lo_ref[i], hi_ref[i], body, jnp.zeros((bq, q_ref.shape[-1]), jnp.float32))
+    dq = lax.fori_loop(lo2_ref[i], hi2_ref[i], body, dq)
     plgpu.store(dq_ref, (dq * cfg.scale).astype(dq_ref.dtype), mask=dmask)
 
 
-def _dkv_kernel(lo_ref, hi_ref, *refs, cfg: KernelConfig):
+def _dkv_kernel(lo_ref, hi_ref, lo2_ref, hi2_ref, *refs, cfg: KernelConfig):
     (q_ref, k_ref, v_ref), seg_ref, rest = _split(cfg, refs, 3)
     lse_ref, delta_ref, do_ref, dk_ref, dv_ref = rest
     # q, do: [Lp, G, D_pad] (the group's query heads); k, v, dk, dv: [bk, D_pad];
@@ -163,13 +168,13 @@ def _dkv_kernel(lo_ref, hi_ref, *refs, cfg: KernelConfig):
     j = pl.program_id(0)
     dmask = (jnp.arange(k_ref.shape[-1]) < cfg.head_dim)[None, :]
     k, v = _load(k_ref, dmask), _load(v_ref, dmask)
-    lo, hi = lo_ref[j], hi_ref[j]
-    num_tiles = hi - lo
+    runs = (lo_ref[j], hi_ref[j], lo2_ref[j], hi2_ref[j])
+    num_tiles = runs[1] - runs[0] + runs[3] - runs[2]
 
-    def body(t, carry):  # t walks (query head g of the group, query tile lo + t % num_tiles)
+    def body(t, carry):  # t walks (query head g of the group, the t % num_tiles-th visited query tile)
         dk, dv = carry  # [bk, D_pad] f32 each
         g = lax.div(t, num_tiles)
-        first = (lo + lax.rem(t, num_tiles)) * bq
+        first = visited_tile(*runs, lax.rem(t, num_tiles))[0] * bq
         rows = pl.ds(first, bq)
         q = _load(q_ref.at[rows, g, :], dmask)  # [bq, D_pad]
         do = _load(do_ref.at[rows, g, :], dmask)
@@ -209,11 +214,11 @@ def backward(q, k, v, aux: KernelInputs, lse, delta, do, cfg: KernelConfig):
     ranges = pl.BlockSpec((None, nq), lambda i, b, h: (b, 0))
     dq = pl.pallas_call(
         functools.partial(_dq_kernel, cfg=cfg), grid=(nq, batch, hq),
-        in_specs=[ranges, ranges, q_tile, kv_all, kv_all,
+        in_specs=[ranges, ranges, ranges, ranges, q_tile, kv_all, kv_all,
                   *seg_spec(lambda i, b, h: (b, 0)), row_stat, row_stat, q_tile],
         out_specs=q_tile, out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
         compiler_params=_params(cfg), interpret=cfg.interpret, name="vtjax_flash_dq_gpu",
-    )(aux.kv_ranges.lo, aux.kv_ranges.hi, q, k, v, *segs, lse, delta, do)
+    )(*aux.kv_ranges, q, k, v, *segs, lse, delta, do)
 
     bk = cfg.blocks.block_k_dkv
     nk = length // bk
@@ -225,11 +230,11 @@ def backward(q, k, v, aux: KernelInputs, lse, delta, do, cfg: KernelConfig):
     stats = lambda x: x.reshape(batch, hkv, group, length)  # [B, Hkv, G, Lp]
     dk, dv = pl.pallas_call(
         functools.partial(_dkv_kernel, cfg=cfg), grid=(nk, batch, hkv),
-        in_specs=[ranges, ranges, q_group, kv_tile, kv_tile,
+        in_specs=[ranges, ranges, ranges, ranges, q_group, kv_tile, kv_tile,
                   *seg_spec(lambda j, b, h: (b, 0)), stat_group, stat_group, q_group],
         out_specs=[kv_tile, kv_tile],
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
         compiler_params=_params(cfg), interpret=cfg.interpret, name="vtjax_flash_dkv_gpu",
-    )(aux.q_ranges.lo, aux.q_ranges.hi, grouped(q), k, v, *segs, stats(lse), stats(delta),
+    )(*aux.q_ranges, grouped(q), k, v, *segs, stats(lse), stats(delta),
       grouped(do))
     return dq, dk, dv

@@ -4,9 +4,10 @@ Layout: heads-major [B, H, L, D] so that a tile is a dense [rows, D] slab.
 Each pass is a 4-D grid whose last axis walks the visited tiles of the other
 operand sequentially ("arbitrary"), accumulating in VMEM scratch
 (FlashAttention-2, Algorithm 1 for the forward, Algorithm 2 for the
-backward). The visit ranges are scalar-prefetched into SMEM; the block index
-maps clamp a step past the end of its range to the last visited tile, so a
-skipped step issues no new DMA and computes nothing.
+backward). The visit runs (``tiles.VisitRanges``, two per tile) are
+scalar-prefetched into SMEM; the block index maps clamp a step past the end
+of its runs to the last visited tile, so a skipped step issues no new DMA and
+computes nothing.
 
 Per-row softmax statistics live lane-replicated in [rows, 128] tiles, the
 native layout for a value that is constant along the lane axis.
@@ -25,6 +26,7 @@ from jax.experimental.pallas import tpu as pltpu
 from vtjax.kernels.block_sizes import TPU_LANES
 from vtjax.kernels.kernel_common import (
     EMPTY_ROW_LSE, MASK_VALUE, NN, NT, KernelConfig, KernelInputs, tile_visibility)
+from vtjax.kernels.tiles import visited_tile
 
 SUBLANES = 8
 
@@ -36,10 +38,15 @@ def _lanes(stat, width: int):
     return stat[:, :width]  # only in interpret mode: narrower tiles than a vreg
 
 
-def _clamped(lo_ref, hi_ref, row: int, step):
-    """Tile index of ``step`` within the visit range ``row``, clamped to the range's last tile."""
-    lo, hi = lo_ref[row], hi_ref[row]
-    return jnp.minimum(lo + step, jnp.maximum(hi - 1, lo))
+def _visit(run_refs, row, step):
+    """(tile, active) of visit ``step`` of tile ``row`` from the four prefetched run arrays
+    (``tiles.visited_tile``: a step past the end repeats the last visited tile, inactive)."""
+    return visited_tile(*(ref[row] for ref in run_refs), step)
+
+
+def _clamped(run_refs, row, step):
+    """Tile index of visit ``step`` of ``row`` (block index maps)."""
+    return _visit(run_refs, row, step)[0]
 
 
 def _mask(cfg: KernelConfig, q_first, k_first, rows: int, cols: int, qseg_ref, kseg_ref):
@@ -52,7 +59,7 @@ def _mask(cfg: KernelConfig, q_first, k_first, rows: int, cols: int, qseg_ref, k
     if cfg.segmented:
         q_seg = _lanes(qseg_ref[...], cols)  # [rows, cols] from [rows, 128]
         k_seg = kseg_ref[...][:1, :]  # [1, cols] from [8, cols]
-    return tile_visibility(q_pos, k_pos, q_seg, k_seg, cfg.causal)
+    return tile_visibility(q_pos, k_pos, q_seg, k_seg, cfg.causal, cfg.branched)
 
 
 def _split_refs(cfg: KernelConfig, refs, n_before: int):
@@ -64,14 +71,15 @@ def _split_refs(cfg: KernelConfig, refs, n_before: int):
 
 # ----------------------------------------------------------------------------- forward
 
-def _forward_kernel(kv_lo_ref, kv_hi_ref, *refs, cfg: KernelConfig):
+def _forward_kernel(*refs, cfg: KernelConfig):
+    runs, refs = refs[:4], refs[4:]
     (q_ref, k_ref, v_ref), qseg_ref, kseg_ref, rest = _split_refs(cfg, refs, 3)
     o_ref, lse_ref, m_scr, l_scr, acc_scr = rest
     # q_ref, o_ref: [bq, D]; k_ref, v_ref: [bk, D]; lse_ref, m_scr, l_scr: [bq, 128]; acc: [bq, D] f32
     bq, bk = cfg.blocks.block_q, cfg.blocks.block_k
     b, i, j = pl.program_id(0), pl.program_id(2), pl.program_id(3)
     row = b * (cfg.seq_len // bq) + i
-    kv_tile = kv_lo_ref[row] + j
+    kv_tile, active = _visit(runs, row, j)
 
     @pl.when(j == 0)
     def _init():
@@ -79,7 +87,7 @@ def _forward_kernel(kv_lo_ref, kv_hi_ref, *refs, cfg: KernelConfig):
         l_scr[...] = jnp.zeros(l_scr.shape, jnp.float32)
         acc_scr[...] = jnp.zeros(acc_scr.shape, jnp.float32)
 
-    @pl.when(kv_tile < kv_hi_ref[row])
+    @pl.when(active)
     def _step():
         s = lax.dot_general(q_ref[...], k_ref[...], NT,
                             preferred_element_type=jnp.float32) * cfg.scale  # [bq, bk]
@@ -126,10 +134,10 @@ def forward(q, k, v, aux: KernelInputs, cfg: KernelConfig):
     batch, length, hq, d = q.shape
     bq, bk, group = cfg.blocks.block_q, cfg.blocks.block_k, cfg.group
     nq = length // bq
-    lo, hi = aux.kv_ranges.lo.reshape(-1), aux.kv_ranges.hi.reshape(-1)  # [B * nq]
+    runs = [x.reshape(-1) for x in aux.kv_ranges]  # 4 x [B * nq]
 
-    def kv_map(b, h, i, j, lo_ref, hi_ref):
-        return b, lax.div(h, group), _clamped(lo_ref, hi_ref, b * nq + i, j), 0
+    def kv_map(b, h, i, j, *run_refs):
+        return b, lax.div(h, group), _clamped(run_refs, b * nq + i, j), 0
 
     in_specs = [
         pl.BlockSpec((None, None, bq, d), lambda b, h, i, j, *_: (b, h, i, 0)),  # q
@@ -139,8 +147,8 @@ def forward(q, k, v, aux: KernelInputs, cfg: KernelConfig):
     if cfg.segmented:
         in_specs += [
             pl.BlockSpec((None, bq, TPU_LANES), lambda b, h, i, j, *_: (b, i, 0)),
-            pl.BlockSpec((None, SUBLANES, bk), lambda b, h, i, j, lo_ref, hi_ref: (
-                b, 0, _clamped(lo_ref, hi_ref, b * nq + i, j))),
+            pl.BlockSpec((None, SUBLANES, bk), lambda b, h, i, j, *run_refs: (
+                b, 0, _clamped(run_refs, b * nq + i, j))),
         ]
     out_specs = [
         pl.BlockSpec((None, None, bq, d), lambda b, h, i, j, *_: (b, h, i, 0)),
@@ -149,7 +157,7 @@ def forward(q, k, v, aux: KernelInputs, cfg: KernelConfig):
     out_shape = [jax.ShapeDtypeStruct((batch, hq, length, d), q.dtype),
                  jax.ShapeDtypeStruct((batch, hq, length, TPU_LANES), jnp.float32)]
     grid_spec = pltpu.PrefetchScalarGridSpec(
-        num_scalar_prefetch=2, grid=(batch, hq, nq, cfg.kv_steps),
+        num_scalar_prefetch=4, grid=(batch, hq, nq, cfg.kv_steps),
         in_specs=in_specs, out_specs=out_specs,
         scratch_shapes=[pltpu.VMEM((bq, TPU_LANES), jnp.float32),  # running max m
                         pltpu.VMEM((bq, TPU_LANES), jnp.float32),  # running sum l
@@ -158,7 +166,7 @@ def forward(q, k, v, aux: KernelInputs, cfg: KernelConfig):
         functools.partial(_forward_kernel, cfg=cfg), grid_spec=grid_spec, out_shape=out_shape,
         compiler_params=_params("parallel", "parallel", "parallel", "arbitrary"),
         interpret=cfg.interpret, name="vtjax_flash_fwd_tpu",
-    )(lo, hi, _heads_major(q), _heads_major(k), _heads_major(v), *_seg_inputs(cfg, aux))
+    )(*runs, _heads_major(q), _heads_major(k), _heads_major(v), *_seg_inputs(cfg, aux))
     return _heads_major(out), lse[..., 0]
 
 
@@ -169,20 +177,21 @@ def _heads_major(x):
 
 # ----------------------------------------------------------------------------- backward
 
-def _dq_kernel(kv_lo_ref, kv_hi_ref, *refs, cfg: KernelConfig):
+def _dq_kernel(*refs, cfg: KernelConfig):
+    runs, refs = refs[:4], refs[4:]
     (q_ref, k_ref, v_ref), qseg_ref, kseg_ref, rest = _split_refs(cfg, refs, 3)
     lse_ref, delta_ref, do_ref, dq_ref, dq_scr = rest
     # q, do, dq: [bq, D]; k, v: [bk, D]; lse, delta: [bq, 128]; dq_scr: [bq, D] f32
     bq, bk = cfg.blocks.block_q, cfg.blocks.block_k
     b, i, j = pl.program_id(0), pl.program_id(2), pl.program_id(3)
     row = b * (cfg.seq_len // bq) + i
-    kv_tile = kv_lo_ref[row] + j
+    kv_tile, active = _visit(runs, row, j)
 
     @pl.when(j == 0)
     def _init():
         dq_scr[...] = jnp.zeros(dq_scr.shape, jnp.float32)
 
-    @pl.when(kv_tile < kv_hi_ref[row])
+    @pl.when(active)
     def _step():
         k = k_ref[...]
         s = lax.dot_general(q_ref[...], k, NT,
@@ -202,21 +211,22 @@ def _dq_kernel(kv_lo_ref, kv_hi_ref, *refs, cfg: KernelConfig):
         dq_ref[...] = (dq_scr[...] * cfg.scale).astype(dq_ref.dtype)
 
 
-def _dkv_kernel(q_lo_ref, q_hi_ref, *refs, cfg: KernelConfig):
+def _dkv_kernel(*refs, cfg: KernelConfig):
+    runs, refs = refs[:4], refs[4:]
     (q_ref, k_ref, v_ref), qseg_ref, kseg_ref, rest = _split_refs(cfg, refs, 3)
     lse_ref, delta_ref, do_ref, dk_ref, dv_ref, dk_scr, dv_scr = rest
     # q, do: [bq, D]; k, v, dk, dv: [bk, D]; lse, delta: [bq, 128]; scratch: [bk, D] f32
     bq, bk = cfg.blocks.block_q_dkv, cfg.blocks.block_k_dkv
     b, j, t = pl.program_id(0), pl.program_id(2), pl.program_id(3)
     row = b * (cfg.seq_len // bk) + j
-    q_tile = q_lo_ref[row] + lax.rem(t, cfg.q_steps)  # t walks (query head of the group, query tile)
+    q_tile, active = _visit(runs, row, lax.rem(t, cfg.q_steps))  # t walks (query head of the group, tile)
 
     @pl.when(t == 0)
     def _init():
         dk_scr[...] = jnp.zeros(dk_scr.shape, jnp.float32)
         dv_scr[...] = jnp.zeros(dv_scr.shape, jnp.float32)
 
-    @pl.when(q_tile < q_hi_ref[row])
+    @pl.when(active)
     def _step():
         q, do = q_ref[...], do_ref[...]
         s = lax.dot_general(q, k_ref[...], NT,
@@ -242,10 +252,10 @@ def _dq(q_t, k_t, v_t, segs, lse_w, delta_w, do_t, aux, cfg):
     batch, hq, length, d = q_t.shape
     bq, bk, group = cfg.blocks.block_q, cfg.blocks.block_k, cfg.group
     nq = length // bq
-    lo, hi = aux.kv_ranges.lo.reshape(-1), aux.kv_ranges.hi.reshape(-1)
+    runs = [x.reshape(-1) for x in aux.kv_ranges]  # 4 x [B * nq]
 
-    def kv_map(b, h, i, j, lo_ref, hi_ref):
-        return b, lax.div(h, group), _clamped(lo_ref, hi_ref, b * nq + i, j), 0
+    def kv_map(b, h, i, j, *run_refs):
+        return b, lax.div(h, group), _clamped(run_refs, b * nq + i, j), 0
 
     def q_map(b, h, i, j, *_):
         return b, h, i, 0
@@ -256,14 +266,14 @@ def _dq(q_t, k_t, v_t, segs, lse_w, delta_w, do_t, aux, cfg):
     if cfg.segmented:
         in_specs += [
             pl.BlockSpec((None, bq, TPU_LANES), lambda b, h, i, j, *_: (b, i, 0)),
-            pl.BlockSpec((None, SUBLANES, bk), lambda b, h, i, j, lo_ref, hi_ref: (
-                b, 0, _clamped(lo_ref, hi_ref, b * nq + i, j))),
+            pl.BlockSpec((None, SUBLANES, bk), lambda b, h, i, j, *run_refs: (
+                b, 0, _clamped(run_refs, b * nq + i, j))),
         ]
     in_specs += [pl.BlockSpec((None, None, bq, TPU_LANES), q_map),  # lse
                  pl.BlockSpec((None, None, bq, TPU_LANES), q_map),  # delta
                  pl.BlockSpec((None, None, bq, d), q_map)]  # do
     grid_spec = pltpu.PrefetchScalarGridSpec(
-        num_scalar_prefetch=2, grid=(batch, hq, nq, cfg.kv_steps), in_specs=in_specs,
+        num_scalar_prefetch=4, grid=(batch, hq, nq, cfg.kv_steps), in_specs=in_specs,
         out_specs=pl.BlockSpec((None, None, bq, d), q_map),
         scratch_shapes=[pltpu.VMEM((bq, d), jnp.float32)])
     return pl.pallas_call(
@@ -271,17 +281,17 @@ def _dq(q_t, k_t, v_t, segs, lse_w, delta_w, do_t, aux, cfg):
         out_shape=jax.ShapeDtypeStruct(q_t.shape, q_t.dtype),
         compiler_params=_params("parallel", "parallel", "parallel", "arbitrary"),
         interpret=cfg.interpret, name="vtjax_flash_dq_tpu",
-    )(lo, hi, q_t, k_t, v_t, *segs, lse_w, delta_w, do_t)
+    )(*runs, q_t, k_t, v_t, *segs, lse_w, delta_w, do_t)
 
 
 def _dkv(q_t, k_t, v_t, segs, lse_w, delta_w, do_t, aux, cfg):
     batch, hkv, length, d = k_t.shape
     bq, bk, group, steps = cfg.blocks.block_q_dkv, cfg.blocks.block_k_dkv, cfg.group, cfg.q_steps
     nk = length // bk
-    lo, hi = aux.q_ranges.lo.reshape(-1), aux.q_ranges.hi.reshape(-1)  # [B * nk]
+    runs = [x.reshape(-1) for x in aux.q_ranges]  # 4 x [B * nk]
 
-    def q_map(b, h, j, t, lo_ref, hi_ref):  # h is the kv head; t walks (group member, tile)
-        return b, h * group + lax.div(t, steps), _clamped(lo_ref, hi_ref, b * nk + j, lax.rem(t, steps)), 0
+    def q_map(b, h, j, t, *run_refs):  # h is the kv head; t walks (group member, tile)
+        return b, h * group + lax.div(t, steps), _clamped(run_refs, b * nk + j, lax.rem(t, steps)), 0
 
     def kv_map(b, h, j, t, *_):
         return b, h, j, 0
@@ -291,15 +301,15 @@ def _dkv(q_t, k_t, v_t, segs, lse_w, delta_w, do_t, aux, cfg):
                 pl.BlockSpec((None, None, bk, d), kv_map)]
     if cfg.segmented:
         in_specs += [
-            pl.BlockSpec((None, bq, TPU_LANES), lambda b, h, j, t, lo_ref, hi_ref: (
-                b, _clamped(lo_ref, hi_ref, b * nk + j, lax.rem(t, steps)), 0)),
+            pl.BlockSpec((None, bq, TPU_LANES), lambda b, h, j, t, *run_refs: (
+                b, _clamped(run_refs, b * nk + j, lax.rem(t, steps)), 0)),
             pl.BlockSpec((None, SUBLANES, bk), lambda b, h, j, t, *_: (b, 0, j)),
         ]
     in_specs += [pl.BlockSpec((None, None, bq, TPU_LANES), q_map),  # lse
                  pl.BlockSpec((None, None, bq, TPU_LANES), q_map),  # delta
                  pl.BlockSpec((None, None, bq, d), q_map)]  # do
     grid_spec = pltpu.PrefetchScalarGridSpec(
-        num_scalar_prefetch=2, grid=(batch, hkv, nk, group * steps), in_specs=in_specs,
+        num_scalar_prefetch=4, grid=(batch, hkv, nk, group * steps), in_specs=in_specs,
         out_specs=[pl.BlockSpec((None, None, bk, d), kv_map)] * 2,
         scratch_shapes=[pltpu.VMEM((bk, d), jnp.float32), pltpu.VMEM((bk, d), jnp.float32)])
     return pl.pallas_call(
@@ -308,7 +318,7 @@ def _dkv(q_t, k_t, v_t, segs, lse_w, delta_w, do_t, aux, cfg):
                    jax.ShapeDtypeStruct(v_t.shape, v_t.dtype)],
         compiler_params=_params("parallel", "parallel", "parallel", "arbitrary"),
         interpret=cfg.interpret, name="vtjax_flash_dkv_tpu",
-    )(lo, hi, q_t, k_t, v_t, *segs, lse_w, delta_w, do_t)
+    )(*runs, q_t, k_t, v_t, *segs, lse_w, delta_w, do_t)
 
 
 def backward(q, k, v, aux: KernelInputs, lse, delta, do, cfg: KernelConfig):

@@ -82,8 +82,8 @@ def attention(
       causal: mask keys after the query position.
       segment_ids: [B, L] int; 0 is padding. None means one segment, no padding.
       max_segment_len: static bound on contiguous segment length (see module doc).
-      shared_prefix: branches after a shared prefix (module doc); needs ``causal``. The kernels take no
-        branch ids yet, so this always runs the XLA path.
+      shared_prefix: branches after a shared prefix (module doc); needs ``causal``. "pallas" passes the
+        branch ids to the kernels; "cudnn" runs the XLA path.
       impl: "xla", "pallas", "cudnn" or "auto" (Pallas on GPU/TPU, XLA on CPU).
       scale: logit scale, default ``D ** -0.5``.
 
@@ -99,6 +99,11 @@ def attention(
             raise ValueError("shared_prefix attention is causal and takes no max_segment_len")
         if shared_prefix.branch_ids.shape != q.shape[:2]:
             raise ValueError(f"branch_ids {shared_prefix.branch_ids.shape} must be [B, L] = {q.shape[:2]}")
+        if impl == "pallas":  # the kernels take the branch ids and skip the tiles they hide
+            from vtjax.kernels import dispatch as kernel_dispatch  # noqa: PLC0415 (Pallas only when asked)
+
+            return kernel_dispatch.attention("pallas", q, k, v, causal=True, segment_ids=segment_ids,
+                                             scale=scale, branch_ids=shared_prefix.branch_ids)
         return _xla_shared_prefix(q, k, v, segment_ids, shared_prefix, scale)
     if impl == "xla":
         if max_segment_len is not None and max_segment_len < q.shape[1]:

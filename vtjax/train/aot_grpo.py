@@ -136,7 +136,7 @@ def grpo_report(config, *, frames: int, frame_patches: int, prompt_text: int) ->
     b = prompts * group // micro  # rows per micro-batch
     sequences, shared, scored = b, None, new_tokens
     layout = rollout_layout(config, sizes, 1)
-    if layout == RolloutLayout.SHARED_PREFIX:  # one sequence per group; every completion at the full budget (the worst case)
+    if layout == RolloutLayout.SHARED_PREFIX:  # one sequence per group, every completion at the full budget
         sequences, length = b // group, bucket_size(prompt_len + group * new_tokens, MIN_TEXT_BUCKET)
         scored = length - prompt_len
         shared = SharedPrefix(branch_ids=s((micro, sequences, length), i32), prefix_len=prompt_len,

@@ -42,9 +42,9 @@ def grpo_defaults() -> ml_collections.ConfigDict:
     c.rl.decode_rows_per_prompt = 0
     # Layout of the update and log-prob passes: on lays each group out once, its prompt then its G completions
     # (each sees the prompt and itself), instead of G copies of prompt + completion; same log-probs, a group
-    # costs prompt + G completions. auto = on when the attention runs the XLA path and train.batch_size /
-    # train.micro_batches prompts split over the data axes (the Pallas kernels take no branch ids yet); off
-    # = repeated rows (docs/rl.md "Shared-prefix updates").
+    # costs prompt + G completions. auto = on when train.batch_size / train.micro_batches prompts split over
+    # the data axes (one sequence per prompt) and the attention is not cudnn; off = repeated rows
+    # (docs/rl.md "Shared-prefix updates").
     c.rl.shared_prefix = "auto"
     c.rl.beta = 0.04  # weight of the k3 KL penalty against the starting policy (0 = no reference)
     c.rl.clip_eps_low = 0.2  # ratio clip range [1 - low, 1 + high] (matters when num_iterations > 1)
@@ -193,6 +193,6 @@ def rollout_layout(config, sizes: dict[str, int], process_count: int) -> Rollout
         if choice == "on":
             raise ConfigError(f"rl.shared_prefix=on lays out one sequence per prompt: {e}") from None
         return RolloutLayout.REPEATED
-    if choice == "auto" and resolve_impl(config.model.attention_impl) != "xla":
+    if choice == "auto" and resolve_impl(config.model.attention_impl) == "cudnn":  # no branch ids there
         return RolloutLayout.REPEATED
     return RolloutLayout.SHARED_PREFIX
