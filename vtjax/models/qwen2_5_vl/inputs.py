@@ -42,6 +42,7 @@ def prepare_inputs(
     second_per_grid_ts=None,
     pad_length: int | None = None,
     pad_patches: int | None = None,
+    segment_ids=None,
 ) -> ModelInputs:
     """Builds bucketed model inputs from arrays laid out as the HF processor produces them.
 
@@ -52,11 +53,19 @@ def prepare_inputs(
       image_grid_thw / video_grid_thw: [n, 3] patch grids.
       second_per_grid_ts: [num_videos] seconds per temporal patch.
       pad_length / pad_patches: explicit padded sizes (default: the bucket).
+      segment_ids: [B, L] packed rows instead of ``attention_mask``: several examples per row, ids 1, 2, ...
+        (0 = padding); attention stays inside an example and positions restart at each (``get_rope_index``).
+        The vision items follow the examples' order.
     """
     input_ids = np.asarray(input_ids)
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be [B, L]; got shape {input_ids.shape}")
     batch, length = input_ids.shape
+    if segment_ids is not None:
+        if attention_mask is not None:
+            raise ValueError("pass attention_mask or segment_ids (packed rows), not both")
+        segment_ids = np.asarray(segment_ids).astype(np.int32)
+        attention_mask = (segment_ids != 0).astype(np.int32)
     attention_mask = (np.ones_like(input_ids) if attention_mask is None
                       else np.asarray(attention_mask).astype(np.int32))
     pad_length = bucket_size(length, MIN_TEXT_BUCKET) if pad_length is None else pad_length
@@ -65,7 +74,7 @@ def prepare_inputs(
     extra = pad_length - length
     pad_id = config.pad_token_id or 0
     ids = np.pad(input_ids, ((0, 0), (0, extra)), constant_values=pad_id).astype(np.int32)
-    segments = np.pad(attention_mask, ((0, 0), (0, extra))).astype(np.int32)
+    segments = np.pad(attention_mask if segment_ids is None else segment_ids, ((0, 0), (0, extra))).astype(np.int32)
 
     items = [(pixel_values, image_grid_thw, "image"), (pixel_values_videos, video_grid_thw, "video")]
     rows, grids, merged_counts = [], [], {}
@@ -86,7 +95,7 @@ def prepare_inputs(
 
     gather = _vision_gather(config, input_ids, attention_mask, merged_counts)
     position_ids, _ = get_rope_index(config, input_ids, attention_mask, image_grid_thw,
-                                     video_grid_thw, second_per_grid_ts)
+                                     video_grid_thw, second_per_grid_ts, segment_ids=segment_ids)
     gather = np.pad(gather, ((0, 0), (0, extra)), constant_values=-1)
     positions = np.pad(position_ids, ((0, 0), (0, 0), (0, extra)), constant_values=1).astype(np.int32)
     vision = None

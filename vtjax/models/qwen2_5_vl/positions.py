@@ -9,6 +9,8 @@ the behaviour the published checkpoints were trained with:
   ``t = trunc(float32(k * second_per_grid_t) * tokens_per_second)`` (images:
   ``second_per_grid_t = 0``), ``h = i``, ``w = j``, each plus ``start``;
 * padded positions hold 1;
+* a packed row (``segment_ids``: several examples, ids 1, 2, ... in order of
+  appearance) restarts the rule at each example, as if each were its own row;
 * the per-row delta ``max + 1 - padded_length`` gives decode positions: the
   token at absolute index ``p >= padded_length`` sits at ``p + delta``.
 """
@@ -29,6 +31,7 @@ def get_rope_index(
     image_grid_thw=None,
     video_grid_thw=None,
     second_per_grid_ts=None,
+    segment_ids=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Position ids for a batch as the HF processor lays it out.
 
@@ -39,9 +42,11 @@ def get_rope_index(
       image_grid_thw: [num_images, 3] patch grids, in order of appearance.
       video_grid_thw: [num_videos, 3] patch grids, in order of appearance.
       second_per_grid_ts: [num_videos] seconds per temporal patch (1.0 when None).
+      segment_ids: [B, L] packed rows (0 = padding; replaces ``attention_mask``): positions restart at each
+        segment, taken in order of appearance (the grids follow that order too).
 
     Returns:
-      position_ids [3, B, L] int64 and deltas [B] int64.
+      position_ids [3, B, L] int64 and deltas [B] int64 (of each row's last segment).
     """
     input_ids = np.asarray(input_ids)
     if input_ids.ndim != 2:
@@ -52,6 +57,9 @@ def get_rope_index(
     attention_mask = np.asarray(attention_mask)
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask {attention_mask.shape} must match input_ids {input_ids.shape}")
+    if segment_ids is not None:
+        return _packed_positions(config, input_ids, np.asarray(segment_ids), image_grid_thw, video_grid_thw,
+                                 second_per_grid_ts)
 
     has_vision = image_grid_thw is not None or video_grid_thw is not None
     if not has_vision:
@@ -90,6 +98,31 @@ def decode_position_ids(deltas, padded_length: int, steps: int, start=0):
     pos = padded_length + start + xp.arange(steps)[None, :] + deltas[:, None]  # [B, steps]
     out = xp.broadcast_to(pos[None], (3,) + pos.shape)
     return out.copy() if xp is np else out
+
+
+def _packed_positions(config, input_ids, segment_ids, image_grid_thw, video_grid_thw, second_per_grid_ts):
+    """``get_rope_index`` of packed rows: each segment as a row of its own, the grids consumed in order."""
+    if segment_ids.shape != input_ids.shape:
+        raise ValueError(f"segment_ids {segment_ids.shape} must match input_ids {input_ids.shape}")
+    batch, length = input_ids.shape
+    position_ids = np.ones((3, batch, length), np.int64)
+    deltas = np.zeros(batch, np.int64)
+    examples = [(row, seg) for row in range(batch) for seg in _in_order(segment_ids[row])]
+    masks = np.stack([segment_ids[row] == seg for row, seg in examples]) if examples else np.zeros((0, length))
+    rows = np.stack([input_ids[row] for row, _ in examples]) if examples else np.zeros((0, length), np.int64)
+    per_example, example_deltas = get_rope_index(config, rows, masks.astype(np.int64), image_grid_thw,
+                                                 video_grid_thw, second_per_grid_ts)  # [3, E, L]
+    for e, (row, _) in enumerate(examples):
+        keep = masks[e]
+        position_ids[:, row, keep] = per_example[:, e, keep]
+        deltas[row] = example_deltas[e]
+    return position_ids, deltas
+
+
+def _in_order(segments: np.ndarray) -> list[int]:
+    """The non-zero ids of one row in order of first appearance."""
+    ids, first = np.unique(segments[segments != 0], return_index=True)
+    return [int(x) for x in ids[np.argsort(first)]]
 
 
 def _text_only_positions(attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
