@@ -1,5 +1,8 @@
 """Shared helpers for the kernel tests: random inputs, segment layouts, error metrics."""
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -41,3 +44,12 @@ def segments_from_lengths(lengths, total, pad_left=0):
     assert pos <= total, (lengths, total)
     return ids
 
+
+
+def value_and_grads(attend, q, k, v, cotangent):
+    """(out, dq, dk, dv) of ``attend(q, k, v)`` with output cotangent ``cotangent``, jitted cheaply."""
+    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+    def run(q, k, v, cotangent):
+        out, vjp = jax.vjp(attend, q, k, v)
+        return (out, *vjp(cotangent))
+    return run(q, k, v, cotangent)

@@ -1,9 +1,7 @@
 """vtjax.ops.attention(impl="pallas" | "cudnn") through vtjax.kernels.dispatch, and input checks."""
 
 import dataclasses
-import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,15 +11,7 @@ from vtjax.kernels.block_sizes import BlockSizes
 from vtjax.kernels.flash_attention import flash_attention
 from vtjax.ops.attention import attention
 
-from .conftest import FAST_COMPILE, random_qkv, relative_error, segments_from_lengths
-
-
-def _value_and_grads(attend, q, k, v, cotangent):
-    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
-    def run(q, k, v, cotangent):
-        out, vjp = jax.vjp(attend, q, k, v)
-        return (out, *vjp(cotangent))
-    return run(q, k, v, cotangent)
+from .conftest import random_qkv, relative_error, segments_from_lengths, value_and_grads
 
 
 @pytest.mark.parametrize("causal, max_segment_len", [(True, None), (False, 12)])
@@ -37,7 +27,7 @@ def test_pallas_impl_matches_xla_impl(causal, max_segment_len):
         def attend(q, k, v, impl=impl):
             return attention(q, k, v, causal=causal, segment_ids=seg,
                              max_segment_len=max_segment_len, impl=impl)
-        results[impl] = _value_and_grads(attend, q, k, v, cotangent)
+        results[impl] = value_and_grads(attend, q, k, v, cotangent)
     for name, got, want in zip(("out", "dq", "dk", "dv"), results["pallas"], results["xla"], strict=True):
         assert relative_error(got, want) <= 1e-5, name
 

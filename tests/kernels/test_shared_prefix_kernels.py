@@ -1,9 +1,7 @@
 """Prefix sharing in the Pallas kernels (interpret mode): values and gradients against the reference and
 the XLA path, and the tiles of other branches never visited."""
 
-import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ from vtjax.kernels.block_sizes import BlockSizes
 from vtjax.kernels.flash_attention import flash_attention, reference_attention
 from vtjax.ops.attention import SharedPrefix, attention
 
-from .conftest import FAST_COMPILE, random_qkv, relative_error
+from .conftest import random_qkv, relative_error, value_and_grads
 
 BLOCK = 16
 TILES = BlockSizes(block_q=BLOCK, block_k=BLOCK, block_q_dkv=BLOCK, block_k_dkv=BLOCK)
@@ -30,14 +28,6 @@ def _layout(prefix, lengths, total, pad_left=0):
     return jnp.asarray(seg[None]), jnp.asarray(branch[None])
 
 
-def _value_and_grads(fn, q, k, v, cotangent):
-    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
-    def run(q, k, v, cotangent):
-        out, vjp = jax.vjp(fn, q, k, v)
-        return (out, *vjp(cotangent))
-    return run(q, k, v, cotangent)
-
-
 @pytest.mark.parametrize("backend", ["gpu", "tpu"])
 def test_shared_prefix_kernels_match_the_reference_and_the_xla_path(backend):
     """Unaligned branches (a tile holds the end of one and the start of the next), GQA, left padding."""
@@ -45,12 +35,12 @@ def test_shared_prefix_kernels_match_the_reference_and_the_xla_path(backend):
     seg, branch = _layout(prefix, [13, 20, 9, 17], length, pad_left=3)
     q, k, v = random_qkv(7, 1, length, 4, 2, 64, jnp.float32)
     cotangent = random_qkv(8, 1, length, 4, 2, 64, jnp.float32)[0]
-    kernel = _value_and_grads(lambda q, k, v: flash_attention(
+    kernel = value_and_grads(lambda q, k, v: flash_attention(
         q, k, v, seg, causal=True, block_sizes=TILES, backend=backend, interpret=True, branch_ids=branch),
         q, k, v, cotangent)
-    reference = _value_and_grads(lambda q, k, v: reference_attention(q, k, v, seg, causal=True, branch_ids=branch),
+    reference = value_and_grads(lambda q, k, v: reference_attention(q, k, v, seg, causal=True, branch_ids=branch),
                                  q, k, v, cotangent)
-    xla = _value_and_grads(lambda q, k, v: attention(q, k, v, causal=True, segment_ids=seg, shared_prefix=SharedPrefix(
+    xla = value_and_grads(lambda q, k, v: attention(q, k, v, causal=True, segment_ids=seg, shared_prefix=SharedPrefix(
         branch_ids=branch, prefix_len=prefix, max_branch_len=20)), q, k, v, cotangent)
     for name, a, r, x in zip(("out", "dq", "dk", "dv"), kernel, reference, xla, strict=True):
         assert relative_error(a, r) <= 1e-5, name
@@ -72,10 +62,10 @@ def test_a_poisoned_branch_is_never_visited_by_the_others(backend):
     def poison(x):
         return x.at[:, poisoned].set(jnp.nan)
 
-    got = _value_and_grads(lambda q, k, v: flash_attention(
+    got = value_and_grads(lambda q, k, v: flash_attention(
         q, k, v, seg, causal=True, block_sizes=TILES, backend=backend, interpret=True, branch_ids=branch),
         poison(q), poison(k), poison(v), cotangent)
-    clean = _value_and_grads(lambda q, k, v: reference_attention(q, k, v, seg, causal=True, branch_ids=branch),
+    clean = value_and_grads(lambda q, k, v: reference_attention(q, k, v, seg, causal=True, branch_ids=branch),
                              q, k, v, cotangent)
     prompt, other = np.r_[0:2 * BLOCK], np.r_[4 * BLOCK:length]
     for name, a, b, rows in zip(("out", "dq", "dk", "dv"), got, clean,

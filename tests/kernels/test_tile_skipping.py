@@ -7,7 +7,6 @@ it can only stay finite if that region's tiles were never loaded into the
 computation of anyone else.
 """
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -17,18 +16,10 @@ import pytest
 from vtjax.kernels.block_sizes import BlockSizes
 from vtjax.kernels.flash_attention import flash_attention, reference_attention
 
-from .conftest import FAST_COMPILE, random_qkv, relative_error
+from .conftest import FAST_COMPILE, random_qkv, relative_error, value_and_grads
 
 BLOCK = 16
 TILES = BlockSizes(block_q=BLOCK, block_k=BLOCK, block_q_dkv=BLOCK, block_k_dkv=BLOCK)
-
-
-def _value_and_grads(fn, q, k, v, cotangent):
-    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
-    def run(q, k, v, cotangent):
-        out, vjp = jax.vjp(fn, q, k, v)
-        return (out, *vjp(cotangent))
-    return run(q, k, v, cotangent)
 
 
 def _poison(x, rows):
@@ -48,9 +39,9 @@ def test_other_segments_never_touch_a_poisoned_segment(backend, max_segment_len)
         return flash_attention(q, k, v, seg, causal=False, max_segment_len=max_segment_len,
                                block_sizes=TILES, backend=backend, interpret=True)
 
-    got = _value_and_grads(kernel, _poison(q, poisoned), _poison(k, poisoned),
+    got = value_and_grads(kernel, _poison(q, poisoned), _poison(k, poisoned),
                            _poison(v, poisoned), cotangent)
-    clean = _value_and_grads(lambda q, k, v: reference_attention(q, k, v, seg, causal=False),
+    clean = value_and_grads(lambda q, k, v: reference_attention(q, k, v, seg, causal=False),
                              q, k, v, cotangent)
     keep = np.r_[0:2 * BLOCK, 4 * BLOCK:length]
     for name, a, b in zip(("out", "dq", "dk", "dv"), got, clean, strict=True):

@@ -13,16 +13,26 @@ from vtjax.ops.attention import attention
 
 def numpy_attention(q, k, v, causal, segment_ids):
     """Straightforward per-head softmax attention in float64."""
+    length = q.shape[1]
+    visible = []
+    for seg in segment_ids:
+        mask = (seg[:, None] == seg[None, :]) & (seg[:, None] != 0)
+        if causal:
+            mask &= np.tril(np.ones((length, length), bool))
+        visible.append(mask)
+    return numpy_masked_attention(q, k, v, np.stack(visible))
+
+
+def numpy_masked_attention(q, k, v, visible):
+    """Float64 softmax attention where ``visible`` [B, Lq, Lk] says which keys each query sees (rows that
+    see nothing give 0)."""
     b, length, hq, d = q.shape
     group = hq // k.shape[2]
     out = np.zeros(q.shape, np.float64)
     for bi in range(b):
         for h in range(hq):
             s = q[bi, :, h].astype(np.float64) @ k[bi, :, h // group].astype(np.float64).T / np.sqrt(d)
-            seg = segment_ids[bi]
-            mask = (seg[:, None] == seg[None, :]) & (seg[:, None] != 0)
-            if causal:
-                mask &= np.tril(np.ones((length, length), bool))
+            mask = visible[bi]
             for i in range(length):
                 if mask[i].any():
                     w = np.exp(s[i, mask[i]] - s[i, mask[i]].max())

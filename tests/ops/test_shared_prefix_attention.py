@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.ops.test_attention import numpy_masked_attention
 from vtjax.ops import attention as attention_module
 from vtjax.ops.attention import SharedPrefix, attention
 
@@ -25,20 +26,14 @@ def group_layout(rng, prefix, lengths, pad_left, pad_tail):
 
 def numpy_shared_attention(q, k, v, seg, branch):
     """Float64 softmax attention with the mask written from its definition, query by query."""
-    b, length, hq, d = q.shape
-    group = hq // k.shape[2]
-    out = np.zeros(q.shape, np.float64)
+    b, length = seg.shape
+    visible = np.zeros((b, length, length), bool)
     for bi in range(b):
         for i in range(length):
-            visible = [j for j in range(i + 1) if seg[bi, i] != 0 and seg[bi, j] == seg[bi, i]
-                       and (branch[bi, j] == 0 or branch[bi, j] == branch[bi, i])]
-            for h in range(hq):
-                if not visible:
-                    continue
-                s = k[bi, visible, h // group].astype(np.float64) @ q[bi, i, h].astype(np.float64) / np.sqrt(d)
-                w = np.exp(s - s.max())
-                out[bi, i, h] = (w / w.sum()) @ v[bi, visible, h // group]
-    return out
+            for j in range(i + 1):
+                visible[bi, i, j] = (seg[bi, i] != 0 and seg[bi, j] == seg[bi, i]
+                                     and (branch[bi, j] == 0 or branch[bi, j] == branch[bi, i]))
+    return numpy_masked_attention(q, k, v, visible)
 
 
 def example(rng, hq=4, hkv=2, d=8):
