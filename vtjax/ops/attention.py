@@ -100,16 +100,13 @@ def attention(
         if shared_prefix.branch_ids.shape != q.shape[:2]:
             raise ValueError(f"branch_ids {shared_prefix.branch_ids.shape} must be [B, L] = {q.shape[:2]}")
         if impl == "pallas":  # the kernels take the branch ids and skip the tiles they hide
-            from vtjax.kernels import dispatch as kernel_dispatch  # noqa: PLC0415 (Pallas only when asked)
-
-            return kernel_dispatch.attention("pallas", q, k, v, causal=True, segment_ids=segment_ids,
-                                             scale=scale, branch_ids=shared_prefix.branch_ids)
+            return _accelerated(impl, q, k, v, True, segment_ids, None, scale, shared_prefix.branch_ids)
         return _xla_shared_prefix(q, k, v, segment_ids, shared_prefix, scale)
     if impl == "xla":
         if max_segment_len is not None and max_segment_len < q.shape[1]:
             return _xla_banded(q, k, v, causal, segment_ids, int(max_segment_len), scale)
-        if causal and CAUSAL_QUERY_BLOCK is not None and q.shape[1] > CAUSAL_QUERY_BLOCK:
-            return _xla_block_causal(q, k, v, segment_ids, CAUSAL_QUERY_BLOCK, scale)
+        if causal:
+            return _xla_causal(q, k, v, segment_ids, scale)
         return _xla_dense(q, k, v, causal, segment_ids, scale)
     return _accelerated(impl, q, k, v, causal, segment_ids, max_segment_len, scale)
 
@@ -123,13 +120,20 @@ def resolve_impl(impl: str) -> str:
     return "xla" if jax.default_backend() == "cpu" else "pallas"
 
 
-def _accelerated(impl, q, k, v, causal, segment_ids, max_segment_len, scale):
+def _accelerated(impl, q, k, v, causal, segment_ids, max_segment_len, scale, branch_ids=None):
     # Imported lazily: the kernels module pulls in Pallas, which plain XLA users never need.
     from vtjax.kernels import dispatch as kernel_dispatch
 
     return kernel_dispatch.attention(
         impl, q, k, v, causal=causal, segment_ids=segment_ids,
-        max_segment_len=max_segment_len, scale=scale)
+        max_segment_len=max_segment_len, scale=scale, branch_ids=branch_ids)
+
+
+def _xla_causal(q, k, v, segment_ids, scale):
+    """Causal XLA attention: block-causal past ``CAUSAL_QUERY_BLOCK`` tokens, else the dense square."""
+    if CAUSAL_QUERY_BLOCK is not None and q.shape[1] > CAUSAL_QUERY_BLOCK:
+        return _xla_block_causal(q, k, v, segment_ids, CAUSAL_QUERY_BLOCK, scale)
+    return _xla_dense(q, k, v, True, segment_ids, scale)
 
 
 def _check_shapes(q, k, v, segment_ids) -> None:
@@ -405,11 +409,7 @@ def _xla_shared_prefix(q, k, v, segment_ids, shared: SharedPrefix, scale):
     seg = jnp.ones((b, length), jnp.int32) if segment_ids is None else segment_ids
     branch = shared.branch_ids
     prefix_seg = seg[:, :prefix]
-    if CAUSAL_QUERY_BLOCK is not None and prefix > CAUSAL_QUERY_BLOCK:
-        prefix_out = _xla_block_causal(q[:, :prefix], k[:, :prefix], v[:, :prefix], prefix_seg,
-                                       CAUSAL_QUERY_BLOCK, scale)
-    else:
-        prefix_out = _xla_dense(q[:, :prefix], k[:, :prefix], v[:, :prefix], True, prefix_seg, scale)
+    prefix_out = _xla_causal(q[:, :prefix], k[:, :prefix], v[:, :prefix], prefix_seg, scale)
     if prefix == length:
         return prefix_out
     rest = length - prefix

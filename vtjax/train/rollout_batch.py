@@ -113,7 +113,7 @@ def build_rollout_batch(config: Qwen25VLConfig, prompts: PromptBatch, raw: dict,
         length = length or shared_sequence_length(prompt_len, lengths, group)
         inputs, scored = _shared_sequences(config, prompts, raw, targets, lengths, group, length)
     else:
-        inputs, scored = _repeated_sequences(config, prompts, raw, targets, lengths, group)
+        inputs, scored = _repeated_sequences(config, prompts, raw, targets, taken, group)
 
     def split(x, axis=0):  # rows -> [M, b, ...] (positions [3, N, L] -> [M, 3, b, L])
         x = np.asarray(x)
@@ -130,8 +130,10 @@ def build_rollout_batch(config: Qwen25VLConfig, prompts: PromptBatch, raw: dict,
                         weights=split(taken.astype(np.float32)), advantages=split(np.asarray(advantages, np.float32)))
 
 
-def _repeated_sequences(config, prompts: PromptBatch, raw: dict, targets, lengths, group):
-    """(ModelInputs [N, L], ScoredTokens with K = T): sequence n is its prompt, then completion n."""
+def _repeated_sequences(config, prompts: PromptBatch, raw: dict, targets, taken, group):
+    """(ModelInputs [N, L], ScoredTokens with K = T): sequence n is its prompt, then completion n.
+
+    targets: [N, T] completion tokens (padding past the end); taken: [N, T] bool, the real ones."""
     prompt_ids = np.asarray(prompts.inputs.input_ids)
     prompt_mask = np.asarray(prompts.inputs.segment_ids)
     num_prompts, prompt_len = prompt_ids.shape
@@ -139,9 +141,8 @@ def _repeated_sequences(config, prompts: PromptBatch, raw: dict, targets, length
     owner = np.arange(n) // group  # prompt of each row
     length = bucket_size(prompt_len + t, MIN_TEXT_BUCKET)
     tail = length - prompt_len - t
-    taken = np.arange(t)[None, :] < lengths[:, None]
-    pad_id = config.pad_token_id or 0
-    ids = np.pad(np.concatenate([prompt_ids[owner], targets], axis=1), ((0, 0), (0, tail)), constant_values=pad_id)
+    ids = np.pad(np.concatenate([prompt_ids[owner], targets], axis=1), ((0, 0), (0, tail)),
+                 constant_values=config.pad_token_id or 0)
     mask = np.pad(np.concatenate([prompt_mask[owner], taken], axis=1), ((0, 0), (0, tail)))  # [N, L]
     gather = np.full((n, length), -1, np.int32)
     gather[:, :prompt_len] = np.asarray(prompts.inputs.vision_gather)[owner]
@@ -163,9 +164,10 @@ def _shared_sequences(config, prompts: PromptBatch, raw: dict, targets, lengths,
     prompt_mask = np.asarray(prompts.inputs.segment_ids)
     num_prompts, prompt_len = prompt_ids.shape
     n, t = targets.shape
-    if length < prompt_len + lengths.reshape(num_prompts, group).sum(axis=1).max(initial=0):
+    longest_group = int(lengths.reshape(num_prompts, group).sum(axis=1).max(initial=0))
+    if length < prompt_len + longest_group:
         raise ValueError(f"shared-prefix sequences of {length} tokens cannot hold a prompt of {prompt_len} and "
-                         f"completions of {lengths.reshape(num_prompts, group).sum(axis=1).max()} tokens")
+                         f"completions of {longest_group} tokens")
     prompt_positions, deltas = get_rope_index(
         config, prompt_ids, prompt_mask, **hf_vision(np.asarray(raw["grid_thw"]), np.asarray(raw["second_per_grid_ts"]),
                                                      np.asarray(raw["is_image"])))  # [3, B, Lp], [B]
