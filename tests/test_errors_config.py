@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 
@@ -45,6 +46,18 @@ def test_records_fields_are_named_one_by_one(tmp_path):
     validate(tiny_config(**base), num_devices=8)
     with pytest.raises(ConfigError, match=r"^data\.max_length=0 must be positive$"):
         validate(tiny_config(**base, **{"data.max_length": 0}), num_devices=8)
+    packed = {**base, "data.packing": True, "train.num_steps": 4}
+    validate(tiny_config(**packed), num_devices=8)
+    bad = [({"train.num_steps": 0}, "step count is unknown until the data is read; set train.num_steps"),
+           ({"data.token_budget": 32}, "data.token_budget=32 must be >= 64"),
+           ({"train.loss_weighting": "sample"}, "train.loss_weighting='sample' must be one of ['token', 'example']"),
+           ({"mode": "grpo"}, "data.packing=True packs SFT records; mode='grpo'")]
+    for overrides, message in bad:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate(tiny_config(**{**packed, **overrides}), num_devices=8)
+    with pytest.raises(ConfigError, match=re.escape("data.packing=True packs SFT records; mode='sft' with "
+                                                    "data.source='synthetic'")):
+        validate(tiny_config(**{"data.packing": True, "train.num_steps": 4}), num_devices=8)
 
 
 def _grpo(**overrides):

@@ -6,22 +6,6 @@ import pytest
 from vtjax.data import batching, vision
 
 
-@pytest.mark.parametrize(
-    "n,expected", [(1, 64), (64, 64), (65, 96), (96, 96), (97, 128), (129, 192), (193, 256), (1000, 1024), (1025, 1536)]
-)
-def test_bucket_length_default_series(n, expected):
-    assert batching.bucket_length(n) == expected
-
-
-def test_bucket_length_waste_is_bounded_and_explicit_buckets():
-    for n in range(64, 5000):
-        b = batching.bucket_length(n)
-        assert n <= b < n * 1.5 + 1
-    assert batching.bucket_length(300, [256, 512, 1024]) == 512
-    with pytest.raises(ValueError, match="largest bucket 1024"):
-        batching.bucket_length(2000, [256, 512, 1024])
-
-
 def _example(length, grid, seed, with_mask=True):
     rng = np.random.default_rng(seed)
     t, h, w = grid
@@ -41,7 +25,7 @@ def _example(length, grid, seed, with_mask=True):
 def test_collate_shapes_padding_and_labels(side):
     exs = [_example(70, (1, 4, 6), 0), _example(40, (2, 2, 2), 1)]
     b = batching.collate(exs, pad_id=0, padding_side=side, with_labels=True)
-    assert b["input_ids"].shape == (2, 96) and b["input_ids"].dtype == np.int32
+    assert b["input_ids"].shape == (2, 80) and b["input_ids"].dtype == np.int32
     assert b["vision_rows"].shape == (256, 1176)  # 24 + 8 rows -> bucket 256
     np.testing.assert_array_equal(b["grid_thw"], [[1, 4, 6], [2, 2, 2]])
     np.testing.assert_array_equal(b["is_image"], [False, False])
@@ -75,7 +59,7 @@ def test_model_inputs_strips_padding_rows():
     assert set(hf) == {"input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts"}
     assert hf["pixel_values_videos"].shape == (32, 1176)
     np.testing.assert_array_equal(hf["pixel_values_videos"], b["vision_rows"][:32])
-    assert pads == {"pad_length": 96, "pad_patches": 256}
+    assert pads == {"pad_length": 80, "pad_patches": 256}
 
 
 def test_mixed_batch_splits_into_the_hf_processor_layout():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.parity.hf_reference import build_hf_model
-from vtjax.models.qwen2_5_vl import Qwen25VLConfig, bucket_size
+from vtjax.models.qwen2_5_vl import Qwen25VLConfig
 from vtjax.models.qwen2_5_vl.vision_index import build_vision_index
 
 CONFIG = Qwen25VLConfig.tiny()
@@ -50,9 +50,3 @@ def test_rotary_coords_match_reference(visual, grids):
     np.testing.assert_allclose(angles, ref, rtol=0, atol=1e-6)
 
 
-def test_bucket_size_ladder():
-    assert [bucket_size(n) for n in (1, 16, 17, 20, 21, 31, 32, 33, 100, 1000)] == \
-        [16, 16, 20, 20, 24, 32, 32, 40, 112, 1024]
-    for n in range(1, 5000, 7):
-        b = bucket_size(n)
-        assert n <= b <= max(16, 1.25 * n + 4)

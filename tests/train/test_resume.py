@@ -50,10 +50,15 @@ def _stop_when_saved(workdir, overrides, sig, after_step):
     return proc
 
 
-def _final(workdir):
-    state = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(STEPS) / "state")
-    data = (workdir / "checkpoints" / str(STEPS) / "data" / "process_0-of-1.json").read_text()
+def _final_at(workdir, step):
+    """(state, data state) of checkpoint ``step``."""
+    state = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")
+    data = (workdir / "checkpoints" / str(step) / "data" / "process_0-of-1.json").read_text()
     return jax.device_get(state), json.loads(data)
+
+
+def _final(workdir):
+    return _final_at(workdir, STEPS)
 
 
 def _assert_bit_equal(a, b):

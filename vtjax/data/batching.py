@@ -2,7 +2,7 @@
 
 A jitted step compiles once per distinct input shape, so the text length and
 the number of vision patch rows of a batch are rounded up to a small set of
-bucket sizes. Padding text positions have attention_mask 0 and no loss;
+bucket sizes (``vtjax.buckets``). Padding text positions have attention_mask 0 and no loss;
 padding patch rows are zeros after the real rows (the real count is
 sum(prod(grid_thw))).
 
@@ -19,27 +19,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vtjax.buckets import bucket_size
 from vtjax.data import vision
 
 IGNORE_INDEX = -100  # labels value ignored by the loss (HF convention)
-
-
-def bucket_length(n: int, buckets: Sequence[int] | None = None, minimum: int = 64) -> int:
-    """Smallest bucket >= n.
-
-    With `buckets`, the smallest listed size >= n (ValueError past the last).
-    Otherwise the smallest size of the form 2^k or 3 * 2^(k-1) that is >=
-    max(n, minimum): at most a third of a batch is padding.
-    """
-    if buckets:
-        for b in sorted(buckets):
-            if b >= n:
-                return int(b)
-        raise ValueError(f"size {n} exceeds the largest bucket {max(buckets)}; add a larger bucket.")
-    n = max(int(n), int(minimum), 1)
-    p = 1 << (n - 1).bit_length()  # next power of two >= n
-    three_quarters = 3 * p // 4
-    return three_quarters if three_quarters >= n and p >= 4 else p
 
 
 def _pad_1d(x: np.ndarray, length: int, value, side: str) -> np.ndarray:
@@ -71,14 +54,14 @@ def collate(
     zeros), grid_thw int64 [B, 3], second_per_grid_ts float32 [B] (0 for
     images), is_image bool [B], and with_labels: labels int32 [B, Lb]
     (IGNORE_INDEX off-target) and loss_mask bool [B, Lb]; plus the metadata as
-    lists of str.
+    lists of str, and example_row int32 [B] (arange: each example has its own row).
     """
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}.")
     lengths = [int(e["input_ids"].shape[0]) for e in examples]
     rows = [int(e["patches"].shape[0]) for e in examples]
-    lb = bucket_length(max(lengths), length_buckets, min_length)
-    pb = bucket_length(sum(rows), patch_buckets, min_patches)
+    lb = bucket_size(max(lengths), min_length, length_buckets)
+    pb = bucket_size(sum(rows), min_patches, patch_buckets)
     batch = {
         "input_ids": np.stack([_pad_1d(e["input_ids"], lb, pad_id, padding_side) for e in examples]),
         "attention_mask": np.stack(
@@ -89,19 +72,75 @@ def collate(
         masks = np.stack([_pad_1d(e["loss_mask"], lb, False, padding_side) for e in examples])
         batch["loss_mask"] = masks
         batch["labels"] = np.where(masks, batch["input_ids"], IGNORE_INDEX).astype(np.int32)
-    pixels = np.zeros((pb, vision.ROW_SIZE), np.float32)  # [Pb, 1176]
+    batch.update(_vision_and_metadata(examples, pb))
+    batch["example_row"] = np.arange(len(examples), dtype=np.int32)  # [B]: one example per row
+    return batch
+
+
+def collate_packed(
+    rows: Sequence[Sequence[dict]],
+    *,
+    pad_id: int,
+    token_budget: int,
+    patch_buckets: Sequence[int] | None = None,
+    with_labels: bool = False,
+    min_patches: int = 256,
+) -> dict:
+    """Packs several examples into each row of ``token_budget`` tokens (see ``collate`` for an example's keys).
+
+    Examples follow each other in a row from the left; the rest of the row is padding. Vision items are
+    listed in row order, then in their order within the row, which is the order of their tokens.
+
+    Returns what ``collate`` returns, with every per-example entry ([E, ...] and the metadata lists) over
+    the E examples in that order, plus segment_ids int32 [R, token_budget] (1, 2, ... per example of a
+    row, 0 on padding) and example_row int32 [E] (the row holding each example).
+    """
+    flat = [e for row in rows for e in row]
+    if not flat:
+        raise ValueError("no examples to pack")
+    ids = np.full((len(rows), token_budget), pad_id, np.int32)
+    segments = np.zeros((len(rows), token_budget), np.int32)
+    masks = np.zeros((len(rows), token_budget), bool)
+    for r, row in enumerate(rows):
+        offset = 0
+        for s, e in enumerate(row, start=1):
+            n = int(e["input_ids"].shape[0])
+            if offset + n > token_budget:
+                raise ValueError(f"row {r} holds {offset + n} tokens, more than token_budget={token_budget}")
+            ids[r, offset : offset + n] = e["input_ids"]
+            segments[r, offset : offset + n] = s
+            if with_labels:
+                masks[r, offset : offset + n] = e["loss_mask"]
+            offset += n
+    batch = {"input_ids": ids, "attention_mask": (segments > 0).astype(np.int32), "segment_ids": segments}
+    if with_labels:
+        batch["loss_mask"] = masks
+        batch["labels"] = np.where(masks, ids, IGNORE_INDEX).astype(np.int32)
+    total_rows = sum(int(e["patches"].shape[0]) for e in flat)
+    batch.update(_vision_and_metadata(flat, bucket_size(total_rows, min_patches, patch_buckets)))
+    batch["example_row"] = np.repeat(np.arange(len(rows), dtype=np.int32), [len(row) for row in rows])
+    return batch
+
+
+def _vision_and_metadata(examples: Sequence[dict], padded_rows: int) -> dict:
+    """vision_rows [padded_rows, 1176] (every example's patches in order, then zeros), the per-example
+    grid_thw / second_per_grid_ts / is_image, and the metadata lists."""
+    pixels = np.zeros((padded_rows, vision.ROW_SIZE), np.float32)  # [Pb, 1176]
     offset = 0
-    for e, n in zip(examples, rows, strict=True):
+    for e in examples:
+        n = int(e["patches"].shape[0])
         pixels[offset : offset + n] = vision.normalize_rows(e["patches"])
         offset += n
-    batch["vision_rows"] = pixels
-    batch["grid_thw"] = np.stack([np.asarray(e["grid_thw"], np.int64) for e in examples])
-    batch["second_per_grid_ts"] = np.asarray([e["second_per_grid_t"] for e in examples], np.float32)
-    batch["is_image"] = np.asarray([bool(e.get("is_image", False)) for e in examples], bool)
+    out = {
+        "vision_rows": pixels,
+        "grid_thw": np.stack([np.asarray(e["grid_thw"], np.int64) for e in examples]),
+        "second_per_grid_ts": np.asarray([e["second_per_grid_t"] for e in examples], np.float32),
+        "is_image": np.asarray([bool(e.get("is_image", False)) for e in examples], bool),
+    }
     for key in ("record_id", "solution", "problem_type", "answer"):
         if key in examples[0]:
-            batch[key] = [e[key] for e in examples]
-    return batch
+            out[key] = [e[key] for e in examples]
+    return out
 
 
 def hf_vision(grid_thw, second_per_grid_ts, is_image, rows=None) -> dict:

@@ -2,7 +2,8 @@
 
   records -> shuffle(seed), per epoch -> repeat(num_epochs) -> this process's
   share (every process_count-th example) -> ExampleBuilder in worker
-  processes -> [main process] count and drop Skipped, batch, pad to buckets
+  processes -> [main process] count and drop Skipped, batch (or pack rows of
+  token_budget tokens), pad to buckets
 
 Batching runs in the main process, after the workers, so the skipped-input
 budget is counted in one place and a batch's contents do not depend on the
@@ -22,7 +23,7 @@ from absl import flags
 import numpy as np
 
 from vtjax import errors
-from vtjax.data import batching, chat, examples
+from vtjax.data import batching, chat, examples, packing
 from vtjax.data import tokenizer as tok_lib
 from vtjax.data.records import Record, RecordProblem
 
@@ -46,6 +47,8 @@ class PipelineConfig:
     length_buckets: tuple[int, ...] | None = None  # text lengths; None: 2^k and 3*2^(k-1)
     patch_buckets: tuple[int, ...] | None = None  # vision rows per batch; None: same series
     padding_side: str = "right"  # "left" puts every prompt's end at the same position
+    token_budget: int = 0  # > 0 packs several examples into each row of this many tokens (SFT)
+    pack_lookahead: int = 16  # packing: examples held back for later rows before a batch is closed
     drop_remainder: bool = True  # False pads the last batch with copies marked invalid
     max_bad_fraction: float = 0.05  # stop when more than this share of examples is unusable
     min_examples_for_budget: int = 100  # the share is taken over at least this many
@@ -91,20 +94,27 @@ class _BatchIterator(grain.DatasetIterator):
                 + "\n  ".join(self._skipped)
             )
 
-    def __next__(self) -> dict:
-        cfg = self._ds.config
-        batch = []
-        while len(batch) < cfg.batch_size and not self._done:
+    def _pull(self) -> tuple[int, dict] | None:
+        """(stream index, example) of the next usable example; None at the end of the stream."""
+        while not self._done:
             try:
                 item = next(self._parent)
             except StopIteration:
                 self._done = True
                 break
+            index = self._seen
             self._seen += 1
             if isinstance(item, examples.Skipped):
                 self._account(item)
             else:
-                batch.append(item)
+                return index, item
+        return None
+
+    def __next__(self) -> dict:
+        cfg = self._ds.config
+        batch = []
+        while len(batch) < cfg.batch_size and (pulled := self._pull()) is not None:
+            batch.append(pulled[1])
         if not batch or (len(batch) < cfg.batch_size and cfg.drop_remainder):
             raise StopIteration
         valid = [True] * len(batch) + [False] * (cfg.batch_size - len(batch))
@@ -149,7 +159,8 @@ class _BatchIterator(grain.DatasetIterator):
         """
         shards = {int(s.get("shard", i)): s for i, s in enumerate(saved)}  # one state per shard
         num_old = int(saved[0].get("num_shards", len(saved)))
-        consumed = min(int(s["seen"]) for s in shards.values()) * num_old
+        # A shard's examples before its oldest held one (packing) or before `seen` were all trained on.
+        consumed = min(min(map(int, s.get("held") or [s["seen"]])) for s in shards.values()) * num_old
         start = consumed // self._ds.num_shards
         if consumed % self._ds.num_shards or len({int(s["seen"]) for s in shards.values()}) > 1:
             log.warning("data saved by %d shards resumes on %d: up to %d examples are read again",
@@ -160,10 +171,55 @@ class _BatchIterator(grain.DatasetIterator):
         self._skipped, self._done = [], False
 
 
+class _PackedIterator(_BatchIterator):
+    """Fills each batch's rows with whole examples (``packing.RowFiller``); holds back the ones that do not fit.
+
+    The held examples come first in the next batch. Their stream indices are part of the state, and a
+    resumed iterator rebuilds them by random access into the example stream, so an interrupted run gets
+    the batches of an uninterrupted one.
+    """
+
+    def __init__(self, parent, ds: _BatchDataset):
+        super().__init__(parent, ds)
+        self._held: list[tuple[int, dict]] = []  # (stream index, example), oldest first
+
+    def __next__(self) -> dict:
+        cfg = self._ds.config
+        filler = packing.RowFiller(cfg.batch_size, cfg.token_budget)
+        held, self._held = self._held, []
+        for index, example in held:
+            if not filler.place(example, len(example["input_ids"])):
+                self._held.append((index, example))
+        while len(self._held) < cfg.pack_lookahead and not filler.full:
+            pulled = self._pull()
+            if pulled is None:
+                break
+            if not filler.place(pulled[1], len(pulled[1]["input_ids"])):
+                self._held.append(pulled)
+        if filler.empty or (self._done and cfg.drop_remainder and not filler.every_row_used):
+            if self._held:
+                log.info("the stream ended; %d examples that fill no whole batch are left out", len(self._held))
+                self._held = []
+            raise StopIteration
+        out = batching.collate_packed(filler.rows, pad_id=self._ds.pad_id, token_budget=cfg.token_budget,
+                                      patch_buckets=cfg.patch_buckets, with_labels=self._ds.with_labels)
+        out["example_mask"] = np.asarray([bool(row) for row in filler.rows])  # [R]; False on an empty row
+        return out
+
+    def get_state(self) -> dict:
+        return {**super().get_state(), "held": [index for index, _ in self._held]}
+
+    def set_state(self, state: dict):
+        super().set_state(state)
+        held = [] if "resharded_from" in state else state.get("held", [])
+        self._held = [(int(i), self._ds.examples[int(i)]) for i in held]
+
+
 class _BatchDataset(grain.IterDataset):
     def __init__(self, parent, config: PipelineConfig, pad_id: int, with_labels: bool, budget_size: int,
-                 shard: int = 0, num_shards: int = 1):
+                 shard: int = 0, num_shards: int = 1, examples_by_index=None):
         super().__init__(parent)
+        self.examples = examples_by_index  # the example stream by index (rebuilds held examples on resume)
         self.shard, self.num_shards = shard, num_shards  # this process's share of the stream
         self.config = config
         self.pad_id = pad_id
@@ -171,7 +227,8 @@ class _BatchDataset(grain.IterDataset):
         self.budget_size = budget_size  # examples per epoch on this process
 
     def __iter__(self) -> _BatchIterator:
-        return _BatchIterator(self._parent.__iter__(), self)
+        packed = self.config.token_budget > 0
+        return (_PackedIterator if packed else _BatchIterator)(self._parent.__iter__(), self)
 
 
 def _process_share(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -224,6 +281,9 @@ def make_pipeline(
     ds = ds.repeat(config.num_epochs)
     ds = ds[index::count]
     ds = ds.map(builder)
+    if config.token_budget > 0 and builder.mode != "sft":
+        raise ValueError(f"token_budget={config.token_budget} packs SFT examples; the {builder.mode} pipeline "
+                         "keeps one example per row")
     it = ds.to_iter_dataset()
     if config.worker_count > 0:
         if not flags.FLAGS.is_parsed():
@@ -238,7 +298,7 @@ def make_pipeline(
     per_process = -(-len(records) // count)
     return _BatchDataset(
         it, config, builder.tokenizer.pad_id, with_labels=builder.mode == "sft", budget_size=per_process,
-        shard=index, num_shards=count,
+        shard=index, num_shards=count, examples_by_index=ds,
     )
 
 

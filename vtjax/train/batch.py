@@ -24,7 +24,7 @@ from vtjax.data.batching import hf_vision
 from vtjax.models.qwen2_5_vl import ModelInputs, Qwen25VLConfig, bucket_size, prepare_inputs
 from vtjax.models.qwen2_5_vl.inputs import MIN_PATCH_BUCKET
 from vtjax.sharding import BATCH_AXES
-from vtjax.train.loss import shift_targets
+from vtjax.train.loss import LossWeighting, shift_targets
 from vtjax.train.processes import agree
 
 
@@ -122,45 +122,63 @@ def vision_partition_specs(vision, leading: tuple = ()):
 class BatchBuilder:
     """Turns this process's data batches into global, sharded ``TrainBatch`` arrays."""
 
-    def __init__(self, config: Qwen25VLConfig, mesh: Mesh, micro_batches: int):
+    def __init__(self, config: Qwen25VLConfig, mesh: Mesh, micro_batches: int, *,
+                 patch_buckets: tuple[int, ...] | None = None, loss_weighting: LossWeighting = LossWeighting.TOKEN):
         self.config = config
         self.mesh = mesh
         self.micro_batches = micro_batches
+        self.patch_buckets = patch_buckets  # padded vision rows per micro-batch; None: the bucket series
+        self.loss_weighting = LossWeighting(loss_weighting)
         self.block, self.num_blocks = data_shard(mesh)
         self.local_shards = local_shards(mesh)
+
+    def _micro_of_examples(self, batch: dict) -> np.ndarray:
+        """[E] the micro-batch of each example (vision item); rows are split into equal slices."""
+        num = batch["input_ids"].shape[0]
+        if num % self.micro_batches:
+            raise ValueError(f"this process's batch of {num} rows is not divisible by "
+                             f"train.micro_batches={self.micro_batches}")
+        rows = batch.get("example_row", np.arange(num))  # one example per row unless packed
+        return np.asarray(rows) // (num // self.micro_batches)
 
     def local_sizes(self, batch: dict) -> np.ndarray:
         """[text length, patches per micro-batch, frame bucket] this process needs."""
         grids = np.asarray(batch["grid_thw"]).reshape(-1, 3)
-        rows = np.prod(grids, axis=1).reshape(self.micro_batches, -1).sum(axis=1)  # [M]
+        rows = np.bincount(self._micro_of_examples(batch), weights=np.prod(grids, axis=1),
+                           minlength=self.micro_batches)  # [M]
         unit = self.config.vision.merge_unit * self.local_shards
-        patches = -(-bucket_size(int(rows.max()), MIN_PATCH_BUCKET) // unit) * unit
+        patches = -(-bucket_size(int(rows.max()), MIN_PATCH_BUCKET, self.patch_buckets) // unit) * unit
         frame = bucket_size(int((grids[:, 1] * grids[:, 2]).max()), self.config.vision.window_patches)
         return np.asarray([batch["input_ids"].shape[1], patches, frame], np.int64)
 
     def host_batch(self, batch: dict, sizes: np.ndarray) -> TrainBatch:
         """This process's block as numpy, offsets applied, padded to the agreed ``sizes``."""
         length, patches, frame = (int(s) for s in sizes)
-        num = batch["input_ids"].shape[0]
-        if num % self.micro_batches:
-            raise ValueError(f"this process's batch of {num} rows is not divisible by "
-                             f"train.micro_batches={self.micro_batches}")
-        per = num // self.micro_batches
-        rows = np.prod(np.asarray(batch["grid_thw"]).reshape(-1, 3), axis=1)
-        row_offsets = np.concatenate([[0], np.cumsum(rows)])
+        micro_of = self._micro_of_examples(batch)  # [E]
+        per = batch["input_ids"].shape[0] // self.micro_batches
+        item_rows = np.prod(np.asarray(batch["grid_thw"]).reshape(-1, 3), axis=1)  # [E] patch rows of each item
+        item_offsets = np.concatenate([[0], np.cumsum(item_rows)])
+        packed = "segment_ids" in batch
         micro = []
         for m in range(self.micro_batches):
             sl = slice(m * per, (m + 1) * per)
+            items = np.flatnonzero(micro_of == m)  # contiguous: examples are listed in row order
             ids = np.asarray(batch["input_ids"][sl])
-            vision = hf_vision(batch["grid_thw"][sl], batch["second_per_grid_ts"][sl], batch["is_image"][sl],
-                               batch["vision_rows"][row_offsets[m * per]:row_offsets[(m + 1) * per]])
-            inputs = prepare_inputs(self.config, input_ids=ids, attention_mask=batch["attention_mask"][sl],
-                                    pad_length=length, pad_patches=patches, **vision)
+            vision = {}
+            if items.size:
+                pixels = batch["vision_rows"][item_offsets[items[0]]:item_offsets[items[-1] + 1]]
+                vision = hf_vision(batch["grid_thw"][items], batch["second_per_grid_ts"][items],
+                                   batch["is_image"][items], pixels)
+            rows_of = {"segment_ids": batch["segment_ids"][sl]} if packed else \
+                {"attention_mask": batch["attention_mask"][sl]}
+            inputs = prepare_inputs(self.config, input_ids=ids, pad_length=length, pad_patches=patches,
+                                    **rows_of, **vision)
             inputs = self._offset(inputs, frame)
             mask = np.pad(np.asarray(batch["loss_mask"][sl], bool), ((0, 0), (0, length - ids.shape[1])))
             if "example_mask" in batch:
                 mask &= np.asarray(batch["example_mask"][sl], bool)[:, None]
-            targets, weights = shift_targets(np.asarray(inputs.input_ids), mask)
+            targets, weights = shift_targets(np.asarray(inputs.input_ids), mask, np.asarray(inputs.segment_ids),
+                                             self.loss_weighting)
             micro.append(TrainBatch(inputs=inputs, targets=targets, weights=weights))
         return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *micro)
 

@@ -18,6 +18,7 @@ from vtjax import errors
 from vtjax.data.records import parse_video_roots  # data.video_roots' parser (train.data imports it from here)
 from vtjax.models.qwen2_5_vl.config import ATTENTION_IMPLS, DTYPES, PRESETS, REMAT_POLICIES, VisionConfig
 from vtjax.models.qwen2_5_vl.lora import DECODER_PROJECTIONS, LoraSpec
+from vtjax.train.loss import LossWeighting
 
 MODES = ("sft", "grpo", "eval", "generate")
 NONFINITE_ACTIONS = ("stop", "skip")
@@ -61,8 +62,11 @@ def sft_defaults() -> ml_collections.ConfigDict:
     c.data.max_length = 8192  # longer conversations are skipped, never truncated
     c.data.include_prompt_in_loss = False  # also train on prompt text (the released script did)
     c.data.worker_count = 0  # video-decoding processes per host; 0 decodes in the main process
-    c.data.length_buckets = ()  # padded text lengths; () = 2^k and 3*2^(k-1)
-    c.data.patch_buckets = ()  # padded vision rows per batch; () = same series
+    c.data.length_buckets = ()  # padded text lengths; () = m*2^k, m in 4..7 (vtjax.buckets)
+    c.data.patch_buckets = ()  # padded vision rows per micro-batch; () = same series
+    c.data.packing = False  # SFT: pack whole examples into rows of data.token_budget (train.batch_size counts rows)
+    c.data.token_budget = 8192  # packing: tokens per row (longer examples are skipped); rows never cross it
+    c.data.pack_lookahead = 16  # packing: examples held back for later rows before a batch is closed
     c.data.max_bad_fraction = 0.05  # stop when more than this share of examples is unusable
     c.data.synthetic_examples = 8  # synthetic source: distinct examples, repeated in a fixed order
     c.data.synthetic_text = 48  # synthetic source: text tokens around the video per example
@@ -84,6 +88,7 @@ def sft_defaults() -> ml_collections.ConfigDict:
     c.train.decay_all_params = False  # False: no decay on norms, biases and embeddings
     c.train.max_grad_norm = 1.0  # global-norm clipping; 0 disables
     c.train.freeze = ""  # comma-separated parts kept fixed: vision (patch embed + blocks), merger
+    c.train.loss_weighting = "token"  # SFT loss: token (mean over the batch's answer tokens) | example (mean of means)
     c.train.loss_chunk = 512  # tokens per cross-entropy chunk ([B, chunk, vocab] float32 at a time)
     c.train.on_nonfinite = "stop"  # stop: end the run, checkpoints untouched | skip: drop that update
     # Low-rank adapters (docs/training.md "LoRA"): only the adapters train; the base weights stay as loaded.
@@ -261,6 +266,24 @@ def validate_model(config) -> None:
                           "checkpoint with `python -m vtjax.convert hf-to-orbax` or set it to ''")
 
 
+def _validate_packing(config) -> None:
+    d, t = config.data, config.train
+    if t.loss_weighting not in [w.value for w in LossWeighting]:
+        raise ConfigError(f"train.loss_weighting={t.loss_weighting!r} must be one of "
+                          f"{[w.value for w in LossWeighting]}")
+    if not d.packing:
+        return
+    if config.mode != "sft" or d.source != "records":
+        raise ConfigError(f"data.packing=True packs SFT records; mode={config.mode!r} with "
+                          f"data.source={d.source!r} keeps one example per row (set data.packing=False)")
+    if d.token_budget < 64 or d.pack_lookahead < 0:
+        raise ConfigError(f"data.token_budget={d.token_budget} must be >= 64 and data.pack_lookahead="
+                          f"{d.pack_lookahead} >= 0")
+    if not t.num_steps:
+        raise ConfigError("data.packing=True: a packed row holds a varying number of examples, so an epoch's step "
+                          "count is unknown until the data is read; set train.num_steps")
+
+
 def _validate_data(config) -> None:
     d = config.data
     if d.source not in ("records", "synthetic"):
@@ -272,6 +295,7 @@ def _validate_data(config) -> None:
     for name in ("length_buckets", "patch_buckets"):
         if any(not isinstance(b, int) or b <= 0 for b in d[name]):
             raise ConfigError(f"data.{name}={tuple(d[name])} must hold positive integers, or be () for the defaults")
+    _validate_packing(config)
     if d.source == "synthetic":
         _validate_synthetic(d)
         return

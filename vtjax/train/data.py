@@ -58,9 +58,11 @@ def train_data(config, model_cfg: Qwen25VLConfig, mesh: Mesh):
         batch_size=t.batch_size // num_shards, seed=config.seed,
         num_epochs=None if t.num_steps else t.num_epochs, worker_count=d.worker_count,
         length_buckets=tuple(d.length_buckets) or None, patch_buckets=tuple(d.patch_buckets) or None,
-        max_bad_fraction=d.max_bad_fraction)
+        max_bad_fraction=d.max_bad_fraction, token_budget=d.token_budget if d.packing else 0,
+        pack_lookahead=d.pack_lookahead)
+    max_length = min(d.max_length, d.token_budget) if d.packing else d.max_length  # an example fills a row at most
     ds = pipeline.sft_pipeline(recs, tok, prompts, pipe_cfg, video=source.video, image=source.image,
-                               max_length=d.max_length, include_prompt_in_loss=d.include_prompt_in_loss,
+                               max_length=max_length, include_prompt_in_loss=d.include_prompt_in_loss,
                                process_index=shard, process_count=num_shards)
     return iter(ds), model_cfg, len(recs)
 

@@ -56,7 +56,12 @@ def vision_forward_flops(config: Qwen25VLConfig, grids: np.ndarray) -> float:
 
 
 def train_step_flops(config: Qwen25VLConfig, batch: dict, *, vision_frozen: bool = False) -> float:
-    """Model FLOPs of one training step on a data batch (``attention_mask``, ``grid_thw``)."""
+    """Model FLOPs of one training step on a data batch (``attention_mask``, ``grid_thw``; packed rows:
+    ``segment_ids``, each example attending to itself only)."""
     lengths = np.asarray(batch["attention_mask"]).sum(axis=1)
+    if "segment_ids" in batch:
+        segments = np.asarray(batch["segment_ids"])
+        example = np.arange(segments.shape[0])[:, None] * (int(segments.max()) + 1) + segments
+        lengths = np.bincount(example[segments > 0])
     vision = vision_forward_flops(config, batch["grid_thw"])
     return 3 * text_forward_flops(config, lengths) + (1 if vision_frozen else 3) * vision

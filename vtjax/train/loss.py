@@ -8,6 +8,7 @@ each chunk's logits instead of keeping ``[B, L, vocab]`` residuals.
 
 from __future__ import annotations
 
+import enum
 from typing import Callable
 
 import jax
@@ -15,21 +16,39 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def shift_targets(input_ids: np.ndarray, loss_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Next-token targets and weights, on the host: position t predicts token t+1.
+class LossWeighting(enum.Enum):
+    """How the answer tokens of a batch weigh in the SFT loss."""
+
+    TOKEN = "token"  # every answer token alike: the token mean over the batch
+    EXAMPLE = "example"  # every example alike: the mean over examples of each one's token mean
+
+
+def shift_targets(input_ids: np.ndarray, loss_mask: np.ndarray, segment_ids: np.ndarray | None = None,
+                  weighting: LossWeighting = LossWeighting.TOKEN) -> tuple[np.ndarray, np.ndarray]:
+    """Next-token targets and weights, on the host: position t predicts token t+1 of the same example.
 
     Args:
       input_ids: [B, L] token ids.
       loss_mask: [B, L] bool, True on the tokens that are training targets.
+      segment_ids: [B, L] the example of each position within its row (packed rows), 0 on padding;
+        None: one example per row.
+      weighting: TOKEN gives every target weight 1; EXAMPLE gives an example's targets 1 / their count.
     Returns:
       targets int32 [B, L] (input_ids shifted left), weights float32 [B, L]
-      (the mask shifted left; the last position has none).
+      (the mask shifted left; none across examples nor at the last position).
     """
+    segments = np.ones(input_ids.shape, np.int32) if segment_ids is None else np.asarray(segment_ids)
     targets = np.zeros_like(input_ids, dtype=np.int32)
     weights = np.zeros(input_ids.shape, np.float32)
     targets[:, :-1] = input_ids[:, 1:]
-    weights[:, :-1] = loss_mask[:, 1:]
-    return targets, weights
+    weights[:, :-1] = loss_mask[:, 1:] & (segments[:, :-1] == segments[:, 1:])
+    if LossWeighting(weighting) is LossWeighting.EXAMPLE:
+        rows = np.broadcast_to(np.arange(input_ids.shape[0])[:, None], input_ids.shape)
+        _, example, counts = np.unique(rows * (int(segments.max()) + 1) + segments, return_inverse=True,
+                                       return_counts=True)
+        per_example = np.bincount(example.reshape(-1), weights=weights.reshape(-1), minlength=counts.size)
+        weights = np.where(weights > 0, weights / np.maximum(per_example, 1)[example.reshape(weights.shape)], 0)
+    return targets, weights.astype(np.float32)
 
 
 def chunked_cross_entropy(logits_fn: Callable[[jax.Array], jax.Array], hidden: jax.Array, targets: jax.Array,

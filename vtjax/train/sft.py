@@ -32,7 +32,9 @@ class SftObjective:
     def __init__(self, run: loop.Run):
         t = run.config.train
         self.run = run
-        self.builder = BatchBuilder(run.model_cfg, run.mesh, t.micro_batches)
+        self.builder = BatchBuilder(run.model_cfg, run.mesh, t.micro_batches,
+                                    patch_buckets=tuple(run.config.data.patch_buckets) or None,
+                                    loss_weighting=t.loss_weighting)
         self.step_fn = make_train_step(run.model_cfg, run.tx, run.schedule, t, run.mesh, seed=run.config.seed)
         self.compiled: dict = {}  # batch tree structure (static frame bucket) -> jitted step
         self.compile_log = CompileLog("train step")

@@ -1,7 +1,9 @@
 """The jitted SFT step: the next-token loss under the shared update (``update``: accumulation, guard, apply).
 
-The loss is the token mean over the whole global batch: every micro-batch
-contributes ``sum(ce) / total_target_tokens``, so accumulating M slices gives
+The loss is the weighted mean over the whole global batch (weights: 1 per
+answer token, or 1 / its example's answer tokens with per-example weighting,
+``loss.shift_targets``): every micro-batch contributes
+``sum(weights * ce) / sum(weights)``, so accumulating M slices gives
 exactly the gradient of one step over all of them. A non-finite loss or
 gradient norm leaves params and optimizer state as they were.
 """
@@ -40,7 +42,7 @@ def loss_and_grads(model_cfg: Qwen25VLConfig, mesh: Mesh | None, *, loss_chunk: 
 
     def run(params, batch: TrainBatch, keys=None):
         """keys: [M] dropout keys of the micro-batches, or None."""
-        total = jnp.maximum(jnp.sum(batch.weights), 1.0)  # target tokens of the global batch
+        total = jnp.maximum(jnp.sum(batch.weights), 1.0)  # target tokens (per-example weighting: examples)
         grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
         train = update.trainable(params, freeze)
 
@@ -63,12 +65,12 @@ def make_train_step(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation,
 
     def step(state: TrainState, batch: TrainBatch):
         keys = update.dropout_keys(model_cfg, seed, state.step, batch.targets.shape[0])
-        loss, target_tokens, grads = grads_fn(state.params, batch, keys)
+        loss, _, grads = grads_fn(state.params, batch, keys)
         new_state, applied = update.apply(state, grads, loss, tx)
         metrics = {
             "loss": loss,
             "lr": schedule(state.step),
-            "target_tokens": target_tokens,
+            "target_tokens": jnp.sum(batch.weights > 0).astype(jnp.float32),
             "tokens": jnp.sum(batch.inputs.segment_ids > 0).astype(jnp.float32),
             **applied,
         }

@@ -1,14 +1,15 @@
 """Turns HF-processor-shaped numpy arrays into padded, bucketed ``ModelInputs``.
 
-Sequence length and patch count are rounded up to a bucket (4 steps per
-octave, so at most ~25% padding), as is the per-frame patch count that bounds
-full-attention segments. A jitted forward therefore compiles once per bucket.
+Sequence length and patch count are rounded up to a bucket (``vtjax.buckets``),
+as is the per-frame patch count that bounds full-attention segments. A jitted
+forward therefore compiles once per bucket.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from vtjax.buckets import bucket_size
 from vtjax.models.qwen2_5_vl.config import Qwen25VLConfig
 from vtjax.models.qwen2_5_vl.model import ModelInputs
 from vtjax.models.qwen2_5_vl.positions import get_rope_index
@@ -17,17 +18,6 @@ from vtjax.models.qwen2_5_vl.vision_index import build_vision_index
 
 MIN_TEXT_BUCKET = 16  # shortest padded sequence
 MIN_PATCH_BUCKET = 64  # smallest padded patch count (one full window)
-
-
-def bucket_size(n: int, minimum: int = 16) -> int:
-    """Smallest m * 2^k >= n with m in {4, 5, 6, 7} and the result >= ``minimum``."""
-    if n <= minimum:
-        return minimum
-    power = 1 << max(int(n - 1).bit_length() - 3, 0)  # 2^k with 4 * 2^k <= n-1 < 8 * 2^k
-    for m in (4, 5, 6, 7, 8):
-        if m * power >= n:
-            return m * power
-    raise AssertionError("unreachable")
 
 
 def prepare_inputs(
