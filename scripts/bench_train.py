@@ -9,6 +9,7 @@ sides so machine load affects both alike.
   python scripts/bench_train.py                # batch 4 x (189 text + 64 video tokens), 8-frame 112px videos
   python scripts/bench_train.py --rounds 5 --steps 5
   taskset -c 1 python scripts/bench_train.py --threads 1 --rounds 5 --steps 5   # shared machine
+  python scripts/bench_train.py --layout both   # packed vs padded SFT rows (scripts/bench_packing.py)
 
 2026-11-21, shared 2-core CPU VM, one thread per side (the taskset command
 above, three runs): vtjax 1.38-1.39 steps/s, transformers 1.13-1.15, ratio
@@ -138,7 +139,13 @@ def build(args):
 
 
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a.startswith("--layout") for a in argv):  # packed vs padded SFT rows: scripts/bench_packing.py
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import bench_packing
+
+        return bench_packing.main(argv)
+    args = parse_args(argv)
     if args.threads == 1:  # must precede jax's backend start
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
                                    " intra_op_parallelism_threads=1").strip()
