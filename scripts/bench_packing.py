@@ -19,7 +19,7 @@ padding) when a step costs the same per token slot; attention over longer
 rows costs more per slot.
 
   python scripts/bench_train.py --layout both    # the same as python scripts/bench_packing.py
-  python scripts/bench_packing.py --examples 48 --rounds 3
+  python scripts/bench_packing.py --examples 96 --rows 4 --token_budget 640 --rounds 3
 """
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ LAYOUTS = ("padded", "packed")
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layout", choices=(*LAYOUTS, "both"), default="both")
-    p.add_argument("--examples", type=int, default=48, help="examples in the skewed set (one pass per round)")
+    p.add_argument("--examples", type=int, default=96, help="examples in the skewed set (one pass per round)")
     p.add_argument("--batch", type=int, default=4, help="padded: examples per step")
-    p.add_argument("--rows", type=int, default=2, help="packed: rows per step")
-    p.add_argument("--token_budget", type=int, default=1280, help="packed: tokens per row")
+    p.add_argument("--rows", type=int, default=4, help="packed: rows per step")
+    p.add_argument("--token_budget", type=int, default=640, help="packed: tokens per row")
+    p.add_argument("--lookahead", type=int, default=16, help="packed: examples drawn beyond a full batch")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -90,7 +91,8 @@ def layout_batches(args, layout: str, model_cfg, exs) -> list[dict]:
 
     packed = layout == "packed"
     config = pipeline.PipelineConfig(batch_size=args.rows if packed else args.batch, shuffle=False, num_epochs=1,
-                                     token_budget=args.token_budget if packed else 0, drop_remainder=True)
+                                     token_budget=args.token_budget if packed else 0, pack_lookahead=args.lookahead,
+                                     drop_remainder=True)
     ds = pipeline.make_pipeline(exs, Prebuilt(model_cfg.pad_token_id), config, process_index=0, process_count=1)
     return list(ds)
 
@@ -166,7 +168,8 @@ def main(argv=None):
             print(json.dumps({"bench": "sft_layout", "layout": layout, "round": r, "seconds": seconds,
                               "useful_tokens_per_s": run["useful"] / seconds}))
     summary = {"bench": "sft_layout", "summary": True, "device": jax.devices()[0].device_kind,
-               "examples": args.examples, "batch": args.batch, "rows": args.rows, "token_budget": args.token_budget}
+               "examples": args.examples, "batch": args.batch, "rows": args.rows, "token_budget": args.token_budget,
+               "lookahead": args.lookahead}
     for layout, run in runs.items():
         seconds = statistics.median(times[layout])
         summary[layout] = {"useful_tokens_per_s": run["useful"] / seconds, "padding_fraction": 1 - run["useful"] /

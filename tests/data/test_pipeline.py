@@ -239,7 +239,7 @@ def _packed(recs, tok, **cfg):
     return _sft(recs, tok, **{"token_budget": 256, "pack_lookahead": 3, **cfg})
 
 
-def test_packing_fills_rows_with_whole_examples_first_fit(dataset, tok):
+def test_packing_fills_rows_with_whole_examples(dataset, tok):
     recs, _ = _load(dataset)
     _, plain = _run(_sft(recs, tok, seed=4, batch_size=1))
     alone = {b["record_id"][0]: b for b in plain}  # each example collated on its own
@@ -257,8 +257,7 @@ def test_packing_fills_rows_with_whole_examples_first_fit(dataset, tok):
             np.testing.assert_array_equal(b["loss_mask"][row][own], ref["loss_mask"][0, :n])
             np.testing.assert_array_equal(b["grid_thw"][e], ref["grid_thw"][0])
         seen += b["record_id"]
-    # Every usable example once, in stream order within the rows except the few held back for later rows;
-    # the last one(s) fill no whole batch and end the epoch.
+    # Every usable example once, but the last few: they fill no whole batch and end the epoch.
     assert len(seen) == len(set(seen)) and set(seen) <= set(alone) and len(seen) >= len(alone) - 3
     slots = sum(b["segment_ids"].size for b in packed)  # examples of 116-120 tokens: two per 256-token row
     assert 1 - sum(int((b["segment_ids"] > 0).sum()) for b in packed) / slots < 0.1

@@ -79,3 +79,27 @@ def test_shift_targets():
     targets, weights = shift_targets(ids, mask)
     np.testing.assert_array_equal(targets, [[6, 7, 8, 0]])
     np.testing.assert_array_equal(weights, [[0, 1, 1, 0]])
+
+
+def _logit_shapes(length, chunk, vocab=V):
+    hidden = jnp.zeros((1, length, E))
+    head = jnp.zeros((E, vocab))
+    jaxpr = jax.make_jaxpr(lambda h: chunked_cross_entropy(lambda x: x @ head, h, jnp.zeros((1, length), jnp.int32),
+                                                           jnp.ones((1, length)), chunk))(hidden)
+    found = set()
+
+    def visit(jpr):
+        for eqn in jpr.eqns:
+            found.update(tuple(v.aval.shape) for v in eqn.outvars if getattr(v.aval, "shape", ())[-1:] == (vocab,))
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                visit(sub)
+
+    visit(jaxpr.jaxpr)
+    return found
+
+
+def test_the_length_splits_into_as_few_and_even_chunks_as_the_cap_allows():
+    assert _logit_shapes(640, 512) == {(1, 320, V)}  # two chunks of 320, not 512 + 128 padded to 1024
+    assert _logit_shapes(1280, 512) == {(1, 432, V)}  # three chunks: 427 rounded up to a multiple of 8
+    assert _logit_shapes(300, 512) == {(1, 300, V)}  # one chunk: the whole length
+    assert _logit_shapes(21, 4) == {(1, 4, V)}  # 6 chunks of ceil(21 / 6) = 4; 8 would exceed the cap

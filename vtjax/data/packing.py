@@ -1,49 +1,38 @@
-"""First-fit packing of whole examples into the fixed-size rows of one batch (pure Python).
+"""Packing whole examples into the fixed-size rows of one batch (pure Python).
 
-A packed batch has ``rows`` rows of ``budget`` tokens. Each example goes into
-the first row with room for all of it; an example never splits. The order of
-examples within a row is the order they were placed in, so a batch is a
-deterministic function of the example stream.
+A packed batch has ``rows`` rows of ``budget`` tokens. The packer draws from a
+pool of examples (the ones held back from earlier batches, oldest first, then
+new ones from the stream): the oldest goes in first, so no example waits for
+ever; the others follow longest first, each into the first row with room for
+all of it (first-fit decreasing), so short examples fill the gaps the long
+ones leave. An example never splits. The result is a deterministic function of
+the pool.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 
-class RowFiller:
-    """The rows of one packed batch being filled."""
 
-    def __init__(self, rows: int, budget: int):
-        if rows < 1 or budget < 1:
-            raise ValueError(f"packing needs at least one row and one token per row; got {rows=}, {budget=}")
-        self.budget = budget
-        self.rows: list[list] = [[] for _ in range(rows)]  # the examples of each row, in placing order
-        self.free = [budget] * rows  # tokens left in each row
+def pack_rows(lengths: Sequence[int], rows: int, budget: int) -> list[list[int]]:
+    """The pool entries each row takes, in placing order; entries that fit nowhere are left out.
 
-    def place(self, example, length: int) -> bool:
-        """Puts ``example`` (``length`` tokens) into the first row with room; False when none has room."""
-        if length > self.budget:
-            raise ValueError(f"an example of {length} tokens cannot fit a row of {self.budget}")
-        for r, free in enumerate(self.free):
-            if length <= free:
-                self.rows[r].append(example)
-                self.free[r] -= length
-                return True
-        return False
-
-    @property
-    def full(self) -> bool:
-        """No row has room for even one more token."""
-        return max(self.free) == 0
-
-    @property
-    def empty(self) -> bool:
-        return not any(self.rows)
-
-    @property
-    def every_row_used(self) -> bool:
-        return all(self.rows)
-
-    @property
-    def padding_fraction(self) -> float:
-        """Share of the batch's token slots that hold no example."""
-        return sum(self.free) / (self.budget * len(self.rows))
+    Args:
+      lengths: the token count of each pool entry, oldest first.
+      rows, budget: the batch's rows and the tokens each holds.
+    """
+    if rows < 1 or budget < 1:
+        raise ValueError(f"packing needs at least one row and one token per row; got {rows=}, {budget=}")
+    too_long = [n for n in lengths if n > budget]
+    if too_long:
+        raise ValueError(f"an example of {too_long[0]} tokens cannot fit a row of {budget}")
+    free = [budget] * rows
+    placed: list[list[int]] = [[] for _ in range(rows)]
+    order = sorted(range(1, len(lengths)), key=lambda i: (-lengths[i], i))
+    for i in ([0] if lengths else []) + order:
+        for r in range(rows):
+            if lengths[i] <= free[r]:
+                placed[r].append(i)
+                free[r] -= lengths[i]
+                break
+    return placed

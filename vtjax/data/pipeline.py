@@ -48,7 +48,7 @@ class PipelineConfig:
     patch_buckets: tuple[int, ...] | None = None  # vision rows per batch; None: same series
     padding_side: str = "right"  # "left" puts every prompt's end at the same position
     token_budget: int = 0  # > 0 packs several examples into each row of this many tokens (SFT)
-    pack_lookahead: int = 16  # packing: examples held back for later rows before a batch is closed
+    pack_lookahead: int = 16  # packing: examples drawn beyond what could fill a batch, to choose from
     drop_remainder: bool = True  # False pads the last batch with copies marked invalid
     max_bad_fraction: float = 0.05  # stop when more than this share of examples is unusable
     min_examples_for_budget: int = 100  # the share is taken over at least this many
@@ -172,11 +172,12 @@ class _BatchIterator(grain.DatasetIterator):
 
 
 class _PackedIterator(_BatchIterator):
-    """Fills each batch's rows with whole examples (``packing.RowFiller``); holds back the ones that do not fit.
+    """Fills each batch's rows with whole examples (``packing.pack_rows``); holds back the ones that do not fit.
 
-    The held examples come first in the next batch. Their stream indices are part of the state, and a
-    resumed iterator rebuilds them by random access into the example stream, so an interrupted run gets
-    the batches of an uninterrupted one.
+    The pool of a batch is the examples held back so far, then new ones until the pool could fill every row
+    and ``pack_lookahead`` more. The held examples' stream indices are part of the state, and a resumed
+    iterator rebuilds them by random access into the example stream, so an interrupted run gets the batches
+    of an uninterrupted one.
     """
 
     def __init__(self, parent, ds: _BatchDataset):
@@ -185,25 +186,26 @@ class _PackedIterator(_BatchIterator):
 
     def __next__(self) -> dict:
         cfg = self._ds.config
-        filler = packing.RowFiller(cfg.batch_size, cfg.token_budget)
-        held, self._held = self._held, []
-        for index, example in held:
-            if not filler.place(example, len(example["input_ids"])):
-                self._held.append((index, example))
-        while len(self._held) < cfg.pack_lookahead and not filler.full:
-            pulled = self._pull()
-            if pulled is None:
-                break
-            if not filler.place(pulled[1], len(pulled[1]["input_ids"])):
-                self._held.append(pulled)
-        if filler.empty or (self._done and cfg.drop_remainder and not filler.every_row_used):
-            if self._held:
-                log.info("the stream ended; %d examples that fill no whole batch are left out", len(self._held))
+        capacity = cfg.batch_size * cfg.token_budget
+        pool, self._held = self._held, []
+        tokens = sum(len(e["input_ids"]) for _, e in pool)
+        extra = 0  # examples pulled once the pool could fill the batch
+        while (tokens < capacity or extra < cfg.pack_lookahead) and (pulled := self._pull()) is not None:
+            pool.append(pulled)
+            tokens += len(pulled[1]["input_ids"])
+            extra += tokens >= capacity
+        rows = packing.pack_rows([len(e["input_ids"]) for _, e in pool], cfg.batch_size, cfg.token_budget)
+        placed = {i for row in rows for i in row}
+        self._held = [p for i, p in enumerate(pool) if i not in placed]
+        if not placed or (self._done and cfg.drop_remainder and not all(rows)):
+            if pool:
+                log.info("the stream ended; %d examples that fill no whole batch are left out", len(pool))
                 self._held = []
             raise StopIteration
-        out = batching.collate_packed(filler.rows, pad_id=self._ds.pad_id, token_budget=cfg.token_budget,
-                                      patch_buckets=cfg.patch_buckets, with_labels=self._ds.with_labels)
-        out["example_mask"] = np.asarray([bool(row) for row in filler.rows])  # [R]; False on an empty row
+        out = batching.collate_packed([[pool[i][1] for i in row] for row in rows], pad_id=self._ds.pad_id,
+                                      token_budget=cfg.token_budget, patch_buckets=cfg.patch_buckets,
+                                      with_labels=self._ds.with_labels)
+        out["example_mask"] = np.asarray([bool(row) for row in rows])  # [R]; False on an empty row
         return out
 
     def get_state(self) -> dict:

@@ -66,7 +66,7 @@ def sft_defaults() -> ml_collections.ConfigDict:
     c.data.patch_buckets = ()  # padded vision rows per micro-batch; () = same series
     c.data.packing = False  # SFT: pack whole examples into rows of data.token_budget (train.batch_size counts rows)
     c.data.token_budget = 8192  # packing: tokens per row (longer examples are skipped); rows never cross it
-    c.data.pack_lookahead = 16  # packing: examples held back for later rows before a batch is closed
+    c.data.pack_lookahead = 16  # packing: examples drawn beyond what could fill a batch, to choose from
     c.data.max_bad_fraction = 0.05  # stop when more than this share of examples is unusable
     c.data.synthetic_examples = 8  # synthetic source: distinct examples, repeated in a fixed order
     c.data.synthetic_text = 48  # synthetic source: text tokens around the video per example

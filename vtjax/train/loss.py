@@ -60,19 +60,22 @@ def chunked_cross_entropy(logits_fn: Callable[[jax.Array], jax.Array], hidden: j
       hidden: [B, L, E] final hidden states.
       targets: [B, L] int32 next-token ids.
       weights: [B, L] float32 per-position weights (0 off target).
-      chunk: positions per LM-head call.
+      chunk: positions per LM-head call at most; the length splits into as few chunks, as evenly as
+        possible (a multiple of 8 positions each where that stays within ``chunk``).
     Returns:
       The weighted sum (a float32 scalar); divide by the token count for the mean.
     """
     batch, length, width = hidden.shape
-    chunk = min(chunk, length)
-    padded = -(-length // chunk) * chunk
+    n = -(-length // min(chunk, length))  # chunks of at most ``chunk`` positions
+    even = -(-length // n)  # as even as possible: under n positions of padding in all
+    aligned = -(-even // 8) * 8
+    chunk = aligned if n > 1 and aligned <= chunk else even
+    padded = n * chunk
     if padded != length:  # padding positions carry weight 0
         pad = padded - length
         hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
         targets = jnp.pad(targets, ((0, 0), (0, pad)))
         weights = jnp.pad(weights, ((0, 0), (0, pad)))
-    n = padded // chunk
     hidden = hidden.reshape(batch, n, chunk, width).swapaxes(0, 1)  # [n, B, C, E]
     targets = targets.reshape(batch, n, chunk).swapaxes(0, 1)  # [n, B, C]
     weights = weights.reshape(batch, n, chunk).swapaxes(0, 1)  # [n, B, C]
