@@ -13,6 +13,7 @@ from vtjax.data import batching, vision
 from vtjax.models.qwen2_5_vl import Qwen25VLConfig, init_params
 from vtjax.sharding import make_mesh
 from vtjax.train.batch import BatchBuilder
+from vtjax.train.flops import train_step_flops
 from vtjax.train.loss import LossWeighting
 from vtjax.train.step import loss_and_grads
 
@@ -98,3 +99,15 @@ def test_a_row_over_the_budget_is_refused(setup):
     exs, _, _ = setup
     with pytest.raises(ValueError, match="more than token_budget=64"):
         batching.collate_packed([[exs[2]]], pad_id=0, token_budget=64)
+
+
+def test_model_flops_of_a_packed_batch_count_each_example_alone(setup):
+    """Attention FLOPs follow each example's own length, so packing the same examples changes no count."""
+    exs, _, _ = setup
+    unpacked = batching.collate(exs, pad_id=CONFIG.pad_token_id, with_labels=True)
+    packed = batching.collate_packed([[exs[0], exs[1], exs[3]], [exs[2], exs[4], exs[5]]],
+                                     pad_id=CONFIG.pad_token_id, token_budget=256, with_labels=True)
+    assert train_step_flops(CONFIG, packed) == pytest.approx(train_step_flops(CONFIG, unpacked), rel=1e-12)
+    # Read as one sequence per row, the same batch would count attention across examples.
+    as_rows = train_step_flops(CONFIG, {**packed, "segment_ids": packed["attention_mask"]})
+    assert as_rows > train_step_flops(CONFIG, packed)

@@ -9,7 +9,8 @@ Modules (import the one you need; this package imports nothing heavy):
   chat       Qwen chat template, <|video_pad|> expansion, label mask
   records    Video-R1 / Video-Thinker record loading and validation
   examples   record -> example, run in grain workers
-  batching   bucket_length, collate to static shapes
+  batching   collate (one example per row) and collate_packed (several per row) to static shapes
+  packing    which examples go into which row of a packed batch
   pipeline   SFT / GRPO / eval grain pipelines
 
 See docs/data.md.

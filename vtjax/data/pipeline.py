@@ -44,8 +44,8 @@ class PipelineConfig:
     num_epochs: int | None = 1  # None repeats forever
     worker_count: int = 0  # decoding processes; 0 decodes in the main process
     worker_buffer_size: int = 2  # examples each worker prepares ahead
-    length_buckets: tuple[int, ...] | None = None  # text lengths; None: 2^k and 3*2^(k-1)
-    patch_buckets: tuple[int, ...] | None = None  # vision rows per batch; None: same series
+    length_buckets: tuple[int, ...] | None = None  # text lengths; None: the vtjax.buckets series
+    patch_buckets: tuple[int, ...] | None = None  # vision rows per batch; None: the same series
     padding_side: str = "right"  # "left" puts every prompt's end at the same position
     token_budget: int = 0  # > 0 packs several examples into each row of this many tokens (SFT)
     pack_lookahead: int = 16  # packing: examples drawn beyond what could fill a batch, to choose from

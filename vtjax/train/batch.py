@@ -169,10 +169,10 @@ class BatchBuilder:
                 pixels = batch["vision_rows"][item_offsets[items[0]]:item_offsets[items[-1] + 1]]
                 vision = hf_vision(batch["grid_thw"][items], batch["second_per_grid_ts"][items],
                                    batch["is_image"][items], pixels)
-            rows_of = {"segment_ids": batch["segment_ids"][sl]} if packed else \
-                {"attention_mask": batch["attention_mask"][sl]}
+            real = ({"segment_ids": batch["segment_ids"][sl]} if packed  # which tokens are real, per example
+                    else {"attention_mask": batch["attention_mask"][sl]})
             inputs = prepare_inputs(self.config, input_ids=ids, pad_length=length, pad_patches=patches,
-                                    **rows_of, **vision)
+                                    **real, **vision)
             inputs = self._offset(inputs, frame)
             mask = np.pad(np.asarray(batch["loss_mask"][sl], bool), ((0, 0), (0, length - ids.shape[1])))
             if "example_mask" in batch:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from vtjax.models.qwen2_5_vl import Qwen25VLConfig
+from vtjax.train.loss import example_keys
 
 # bf16 dense peak TFLOP/s per device, matched against jax's device_kind (first hit wins).
 PEAK_TFLOPS = (
@@ -61,7 +62,6 @@ def train_step_flops(config: Qwen25VLConfig, batch: dict, *, vision_frozen: bool
     lengths = np.asarray(batch["attention_mask"]).sum(axis=1)
     if "segment_ids" in batch:
         segments = np.asarray(batch["segment_ids"])
-        example = np.arange(segments.shape[0])[:, None] * (int(segments.max()) + 1) + segments
-        lengths = np.bincount(example[segments > 0])
+        lengths = np.bincount(example_keys(segments)[segments > 0])
     vision = vision_forward_flops(config, batch["grid_thw"])
     return 3 * text_forward_flops(config, lengths) + (1 if vision_frozen else 3) * vision

@@ -23,6 +23,12 @@ class LossWeighting(enum.Enum):
     EXAMPLE = "example"  # every example alike: the mean over examples of each one's token mean
 
 
+def example_keys(segment_ids: np.ndarray) -> np.ndarray:
+    """[B, L] int: one number per (row, segment id) pair, i.e. per example of a packed batch."""
+    segment_ids = np.asarray(segment_ids)
+    return np.arange(segment_ids.shape[0])[:, None] * (int(segment_ids.max()) + 1) + segment_ids
+
+
 def shift_targets(input_ids: np.ndarray, loss_mask: np.ndarray, segment_ids: np.ndarray | None = None,
                   weighting: LossWeighting = LossWeighting.TOKEN) -> tuple[np.ndarray, np.ndarray]:
     """Next-token targets and weights, on the host: position t predicts token t+1 of the same example.
@@ -43,9 +49,7 @@ def shift_targets(input_ids: np.ndarray, loss_mask: np.ndarray, segment_ids: np.
     targets[:, :-1] = input_ids[:, 1:]
     weights[:, :-1] = loss_mask[:, 1:] & (segments[:, :-1] == segments[:, 1:])
     if LossWeighting(weighting) is LossWeighting.EXAMPLE:
-        rows = np.broadcast_to(np.arange(input_ids.shape[0])[:, None], input_ids.shape)
-        _, example, counts = np.unique(rows * (int(segments.max()) + 1) + segments, return_inverse=True,
-                                       return_counts=True)
+        _, example, counts = np.unique(example_keys(segments), return_inverse=True, return_counts=True)
         per_example = np.bincount(example.reshape(-1), weights=weights.reshape(-1), minlength=counts.size)
         weights = np.where(weights > 0, weights / np.maximum(per_example, 1)[example.reshape(weights.shape)], 0)
     return targets, weights.astype(np.float32)
