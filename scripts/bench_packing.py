@@ -108,36 +108,22 @@ def build(args):
     import jax
     import numpy as np
 
-    from bench_train import small_config
+    from bench_train import constant_lr_train_config, single_device_trainer, small_config
     import jax.numpy as jnp
 
     from vtjax.models.qwen2_5_vl import Qwen25VL, Qwen25VLConfig, init_params
-    from vtjax.sharding import make_mesh
-    from vtjax.train import config as config_lib
-    from vtjax.train.batch import BatchBuilder
-    from vtjax.train.optimizer import lr_schedule, make_optimizer
-    from vtjax.train.state import TrainState, state_shardings
-    from vtjax.train.step import jit_train_step, make_train_step
+    from vtjax.train.step import jit_train_step
 
     model_cfg = Qwen25VLConfig.tiny() if args.tiny else small_config()
-    train = config_lib.sft_defaults().train
-    train.lr, train.warmup_steps, train.warmup_ratio, train.end_lr_ratio = 1e-4, 0, 0.0, 1.0
-    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    params = init_params(model_cfg, 0)
-    tx = make_optimizer(train, params, 1000)
-    shardings = state_shardings(model_cfg, tx, mesh)
-    placed = jax.device_put(params, shardings.params)
-    state = TrainState(step=jax.device_put(np.int32(0), shardings.step), params=placed,
-                       opt_state=jax.jit(tx.init, out_shardings=shardings.opt_state)(placed))
-    step_fn = make_train_step(model_cfg, tx, lr_schedule(1e-4, 1000, 0, 1.0), train, mesh)
-    builder = BatchBuilder(model_cfg, mesh, 1)
+    trainer = single_device_trainer(model_cfg, constant_lr_train_config(), init_params(model_cfg, 0))
+    builder = trainer.builder
     model = Qwen25VL(model_cfg)
     vision_grads = jax.jit(jax.grad(lambda p, inputs: jnp.sum(model.apply(
         {"params": p}, inputs.vision, method=Qwen25VL.encode_vision).astype(jnp.float32) ** 2)))
     exs = skewed_examples(model_cfg, args.examples, args.seed)
     layouts = (args.layout,) if args.layout != "both" else LAYOUTS
     runs = {}
-    box = {"state": state}
+    box = {"state": trainer.state}
     for layout in layouts:
         raws = layout_batches(args, layout, model_cfg, exs)
         batches = [builder(raw) for raw in raws]
@@ -145,7 +131,7 @@ def build(args):
         for batch in batches:  # one compile per batch shape, before any timing
             key = jax.tree_util.tree_structure(batch), tuple(x.shape for x in jax.tree_util.tree_leaves(batch))
             if key not in compiled:
-                compiled[key] = jit_train_step(step_fn, shardings, builder.shardings(batch), mesh)
+                compiled[key] = jit_train_step(trainer.step_fn, trainer.shardings, builder.shardings(batch), trainer.mesh)
                 box["state"], metrics = compiled[key](box["state"], batch)
                 jax.block_until_ready(metrics)
         fns = [compiled[jax.tree_util.tree_structure(b), tuple(x.shape for x in jax.tree_util.tree_leaves(b))]

@@ -26,6 +26,7 @@ import os
 import statistics
 import sys
 import time
+from typing import Any, NamedTuple
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -58,8 +59,46 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def build(args):
+class SingleDeviceTrainer(NamedTuple):
+    """The trainer's own pieces on one device: mesh, state, its shardings, the step function, the batch builder."""
+    mesh: Any
+    state: Any
+    shardings: Any
+    step_fn: Any
+    builder: Any
+
+
+def constant_lr_train_config():
+    """The SFT defaults with a constant learning rate of 1e-4 (as the torch side's AdamW)."""
+    from vtjax.train import config as config_lib
+
+    train = config_lib.sft_defaults().train
+    train.lr, train.warmup_steps, train.warmup_ratio, train.end_lr_ratio = 1e-4, 0, 0.0, 1.0
+    return train
+
+
+def single_device_trainer(model_cfg, train, params):
+    """Places `params` and a fresh AdamW state on the first device, as `vtjax.main` would on a 1-device mesh."""
     import jax
+    import numpy as np
+
+    from vtjax.sharding import make_mesh
+    from vtjax.train.batch import BatchBuilder
+    from vtjax.train.optimizer import lr_schedule, make_optimizer
+    from vtjax.train.state import TrainState, state_shardings
+    from vtjax.train.step import make_train_step
+
+    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    tx = make_optimizer(train, params, 1000)
+    shardings = state_shardings(model_cfg, tx, mesh)
+    placed = jax.device_put(params, shardings.params)
+    state = TrainState(step=jax.device_put(np.int32(0), shardings.step), params=placed,
+                       opt_state=jax.jit(tx.init, out_shardings=shardings.opt_state)(placed))
+    step_fn = make_train_step(model_cfg, tx, lr_schedule(train.lr, 1000, 0, 1.0), train, mesh)
+    return SingleDeviceTrainer(mesh, state, shardings, step_fn, BatchBuilder(model_cfg, mesh, 1))
+
+
+def build(args):
     import numpy as np
     import torch
     from transformers import Qwen2_5_VLConfig as HFConfig
@@ -69,17 +108,11 @@ def build(args):
     from vtjax.data import batching
     from vtjax.data.batching import IGNORE_INDEX
     from vtjax.models.qwen2_5_vl import abstract_params
-    from vtjax.train import config as config_lib
-    from vtjax.train.batch import BatchBuilder
-    from vtjax.train.optimizer import lr_schedule, make_optimizer
-    from vtjax.sharding import make_mesh
-    from vtjax.train.state import TrainState, state_shardings
-    from vtjax.train.step import jit_train_step, make_train_step
+    from vtjax.train.step import jit_train_step
     from vtjax.train.synthetic import SyntheticIterator
 
     model_cfg = small_config()
-    train = config_lib.sft_defaults().train
-    train.lr, train.warmup_steps, train.warmup_ratio, train.end_lr_ratio = 1e-4, 0, 0.0, 1.0  # constant lr, as torch's
+    train = constant_lr_train_config()
     train.max_grad_norm, train.loss_chunk = 1.0, 512
 
     torch.manual_seed(0)
@@ -96,16 +129,10 @@ def build(args):
     raw = next(data)
 
     # vtjax: one device, the trainer's own step
-    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    tx = make_optimizer(train, params, 1000)
-    shardings = state_shardings(model_cfg, tx, mesh)
-    placed = jax.device_put(params, shardings.params)
-    state = TrainState(step=jax.device_put(np.int32(0), shardings.step), params=placed,
-                       opt_state=jax.jit(tx.init, out_shardings=shardings.opt_state)(placed))
-    builder = BatchBuilder(model_cfg, mesh, 1)
-    batch = builder(raw)
-    step = jit_train_step(make_train_step(model_cfg, tx, lr_schedule(1e-4, 1000, 0, 1.0), train, mesh),
-                          shardings, builder.shardings(batch), mesh)
+    trainer = single_device_trainer(model_cfg, train, params)
+    batch = trainer.builder(raw)
+    step = jit_train_step(trainer.step_fn, trainer.shardings, trainer.builder.shardings(batch), trainer.mesh)
+    state = trainer.state
 
     # transformers: the same batch in the HF processor's layout
     hf_inputs, _ = batching.model_inputs(raw)

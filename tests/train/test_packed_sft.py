@@ -48,7 +48,7 @@ def run_loss(params, mesh, raw, micro_batches, weighting):
     builder = BatchBuilder(CONFIG, mesh, micro_batches, loss_weighting=weighting)
     host = builder.host_batch(raw, builder.local_sizes(raw))
     fn = jax.jit(loss_and_grads(CONFIG, None, loss_chunk=64))
-    loss, _, grads = fn(params, jax.tree_util.tree_map(np.asarray, host))
+    loss, grads = fn(params, jax.tree_util.tree_map(np.asarray, host))
     return float(loss), grads, host
 
 

@@ -23,7 +23,7 @@ from vtjax.train.state import TrainState
 
 
 def loss_and_grads(model_cfg: Qwen25VLConfig, mesh: Mesh | None, *, loss_chunk: int, freeze: str = ""):
-    """``(params, TrainBatch) -> (loss, target_tokens, grads)`` accumulated over the micro-batch axis."""
+    """``(params, TrainBatch) -> (loss, grads)`` accumulated over the micro-batch axis."""
     model = Qwen25VL(model_cfg)
     rows = None if mesh is None else NamedSharding(mesh, P(BATCH_AXES))
 
@@ -52,7 +52,7 @@ def loss_and_grads(model_cfg: Qwen25VLConfig, mesh: Mesh | None, *, loss_chunk: 
             return grads, ce_sum
 
         grads, ce_sums = update.accumulate(micro_grads, train, (batch, keys))
-        return jnp.sum(ce_sums) / total, total, update.full_grads(grads, params)
+        return jnp.sum(ce_sums) / total, update.full_grads(grads, params)
 
     return run
 
@@ -65,7 +65,7 @@ def make_train_step(model_cfg: Qwen25VLConfig, tx: optax.GradientTransformation,
 
     def step(state: TrainState, batch: TrainBatch):
         keys = update.dropout_keys(model_cfg, seed, state.step, batch.targets.shape[0])
-        loss, _, grads = grads_fn(state.params, batch, keys)
+        loss, grads = grads_fn(state.params, batch, keys)
         new_state, applied = update.apply(state, grads, loss, tx)
         metrics = {
             "loss": loss,
