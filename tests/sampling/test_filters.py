@@ -15,6 +15,7 @@ def test_first_argmax_is_argmax_with_ties_and_masked_entries():
     x = rng.integers(-3, 3, (64, 37)).astype(np.float32)  # many ties: the first index must win
     x[5] = -np.inf  # a fully masked row: argmax says 0
     x[6, :20] = -np.inf
+    x[7, [3, 9]] = np.nan  # argmax: the first NaN
     np.testing.assert_array_equal(np.asarray(jax.jit(first_argmax)(x)), np.argmax(x, axis=-1))
 
 

@@ -17,8 +17,8 @@ kv head, so K/V are read once.
 One decode step is memory-bound (it reads the caches once), so a plain XLA
 einsum - softmax - einsum is the right shape here; the logits are only
 ``[B, R, Hkv, T, G, Lp + M + T]`` float32. Each product is written in its dot's
-natural output order, which on XLA:CPU made the step's attention 2.4x faster
-than one logits layout for all three parts (`scripts/bench_rollout.py`).
+natural output order (batch axes first), so XLA:CPU transposes no logits or
+probabilities (BENCHMARKS.md, "Decode step against its floor").
 """
 
 from __future__ import annotations

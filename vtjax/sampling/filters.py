@@ -81,8 +81,10 @@ def categorical(keys: jax.Array, logits: jax.Array) -> jax.Array:
 
 
 def first_argmax(x: jax.Array) -> jax.Array:
-    """``jnp.argmax(x, axis=-1)`` for NaN-free x [N, V] (the first index of each row's maximum) as two plain
-    reductions: XLA:CPU runs the (value, index) reduce of argmax as a scalar loop, several times slower."""
+    """``jnp.argmax(x, axis=-1)`` of x [N, V] (the first index of each row's maximum, NaN counting as the
+    largest) as two plain reductions: XLA:CPU runs argmax's (value, index) reduce as a scalar loop, several
+    times slower. (A row holding both +inf and NaN gives its first +inf or NaN, argmax its first NaN.)"""
+    x = jnp.where(jnp.isnan(x), jnp.inf, x)
     top = jnp.max(x, axis=-1, keepdims=True)  # [N, 1]
     index = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)  # [N, V]
     return jnp.min(jnp.where(x == top, index, x.shape[-1]), axis=-1)  # [N]
