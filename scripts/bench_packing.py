@@ -108,8 +108,8 @@ def build(args):
     import jax
     import numpy as np
 
-    from bench_train import constant_lr_train_config, single_device_trainer, small_config
     import jax.numpy as jnp
+    from bench_train import constant_lr_train_config, single_device_trainer, small_config
 
     from vtjax.models.qwen2_5_vl import Qwen25VL, Qwen25VLConfig, init_params
     from vtjax.train.step import jit_train_step
@@ -131,7 +131,8 @@ def build(args):
         for batch in batches:  # one compile per batch shape, before any timing
             key = jax.tree_util.tree_structure(batch), tuple(x.shape for x in jax.tree_util.tree_leaves(batch))
             if key not in compiled:
-                compiled[key] = jit_train_step(trainer.step_fn, trainer.shardings, builder.shardings(batch), trainer.mesh)
+                compiled[key] = jit_train_step(trainer.step_fn, trainer.shardings, builder.shardings(batch),
+                                               trainer.mesh)
                 box["state"], metrics = compiled[key](box["state"], batch)
                 jax.block_until_ready(metrics)
         fns = [compiled[jax.tree_util.tree_structure(b), tuple(x.shape for x in jax.tree_util.tree_leaves(b))]
@@ -151,8 +152,8 @@ def build(args):
         useful = sum(int(np.asarray(raw["attention_mask"]).sum()) for raw in raws)
         slots = sum(int(np.asarray(raw["attention_mask"]).size) for raw in raws)
         examples = sum(len(raw["record_id"]) for raw in raws)
-        runs[layout] = dict(one_pass=one_pass, vision_pass=vision_pass, useful=useful, slots=slots, steps=len(raws), examples=examples,
-                            shapes=len(compiled))
+        runs[layout] = dict(one_pass=one_pass, vision_pass=vision_pass, useful=useful, slots=slots, steps=len(raws),
+                            examples=examples, shapes=len(compiled))
     return runs
 
 
