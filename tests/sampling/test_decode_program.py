@@ -11,6 +11,7 @@ import jax
 from tests.sampling.test_sampler import CONFIG, video_batch
 from vtjax.models.qwen2_5_vl import abstract_params
 from vtjax.sampling import programs, prompt_batch, sampling_settings
+from vtjax.sampling.sampler import cache_widths
 
 
 def _computation(hlo: str, name: str) -> str:
@@ -18,9 +19,9 @@ def _computation(hlo: str, name: str) -> str:
     return hlo[start:hlo.index("\n}", start)]
 
 
-def _decode_loop_lines(settings) -> list[str]:
-    """The HLO lines of the loops that run decode_step (a scan over layers would be one; the others are the
-    RNG's and top-p's), compiled for this machine's backend."""
+def _decode_loops(settings) -> list[str]:
+    """The HLO bodies of the loops that run decode_step (a scan over layers would be one; the others are
+    top-p's), in program order, compiled for this machine's backend."""
     params = abstract_params(CONFIG)
     inputs = video_batch("left")
     prompts = prompt_batch(CONFIG, inputs["input_ids"], inputs["attention_mask"], settings.pad_token_id,
@@ -32,7 +33,11 @@ def _decode_loop_lines(settings) -> list[str]:
     loops = re.findall(r"while\([^)]*\), condition=%[\w.-]+, body=%([\w.-]+)", hlo)
     decode_loops = [body for body in map(functools.partial(_computation, hlo), loops) if "decode_step" in body]
     assert decode_loops, loops
-    return "\n".join(decode_loops).splitlines()
+    return decode_loops
+
+
+def _decode_loop_lines(settings) -> list[str]:
+    return "\n".join(_decode_loops(settings)).splitlines()
 
 
 def _f32_ops(lines):
@@ -62,3 +67,16 @@ def test_no_decode_step_slices_or_copies_a_weight():
              if shape in layer_weight_shapes and (op in ("copy", "slice", "dynamic-slice", "transpose")
                                                   or "slice" in name or "copy" in name)]
     assert not moved, "\n".join(moved)
+
+
+def test_early_decode_steps_read_a_narrower_generated_cache():
+    """max_new_tokens = 64 decodes in two loops: the first carries generated caches of 32 slots, the second
+    of 64 (``cache_widths``); no loop carries another width."""
+    settings = sampling_settings(CONFIG, max_new_tokens=64, num_samples=2, temperature=1.0)
+    assert cache_widths(64) == (32, 64)
+    rows, heads, head_dim = 2 * settings.num_samples, CONFIG.text.num_key_value_heads, CONFIG.text.head_dim
+    loops = _decode_loops(settings)
+    assert len(loops) == 2
+    for body, width in zip(loops, (32, 64), strict=True):
+        carried = set(re.findall(rf"f32\[{rows},{heads},(\d+),{head_dim}\]", body.strip().splitlines()[0]))
+        assert carried == {str(width)}, (width, carried)

@@ -16,6 +16,7 @@ from tests.parity.test_logits import model_and_params
 from tests.sampling.test_sampler import CONFIG, video_batch
 from vtjax.models.qwen2_5_vl import forward
 from vtjax.sampling import generate, sampling_settings
+from vtjax.sampling.sampler import cache_widths
 
 GROUP = 6
 MAX_NEW = 24
@@ -49,6 +50,19 @@ def ragged_runs():
     _, params = model_and_params("base")
     inputs = video_batch("left")
     return params, inputs, {r: generate(CONFIG, params, **inputs, rows_per_prompt=r, **RAGGED) for r in (GROUP, 4, 1)}
+
+
+@pytest.mark.parametrize("rows", [GROUP, 1])
+def test_a_growing_generated_cache_gives_the_same_samples(ragged_runs, rows):
+    """Generated caches of 8, then 16, then 24 slots (three decode loops) against one loop over all 24."""
+    params, inputs, runs = ragged_runs
+    assert cache_widths(MAX_NEW, 8) == (8, 16, 24) and cache_widths(MAX_NEW) == (MAX_NEW,)
+    grown = generate(CONFIG, params, **inputs, rows_per_prompt=rows, cache_growth=8, **RAGGED)
+    assert runs[GROUP]["lengths"].max() > 16  # the last loop runs
+    np.testing.assert_array_equal(grown["tokens"], runs[GROUP]["tokens"])
+    np.testing.assert_array_equal(grown["lengths"], runs[GROUP]["lengths"])
+    np.testing.assert_allclose(grown["logprobs"], runs[GROUP]["logprobs"], atol=2e-6)
+    assert int(grown["decode_iterations"]) == int(runs[rows]["decode_iterations"])
 
 
 def test_refilled_rows_give_every_sample_the_same_tokens_and_logprobs(ragged_runs):
@@ -92,7 +106,9 @@ def test_refilled_logprobs_equal_teacher_forcing(ragged_runs):
     np.testing.assert_allclose(out["logprobs"][completion_mask], forced[completion_mask], atol=1e-4)
 
 
-def test_rows_per_prompt_is_checked():
+def test_rows_per_prompt_and_cache_growth_are_checked():
     with pytest.raises(ValueError, match="rows_per_prompt=7"):
         sampling_settings(CONFIG, max_new_tokens=4, num_samples=GROUP, rows_per_prompt=7)
+    with pytest.raises(ValueError, match="cache_growth=-1"):
+        sampling_settings(CONFIG, max_new_tokens=4, num_samples=GROUP, cache_growth=-1)
     assert sampling_settings(CONFIG, max_new_tokens=4, num_samples=GROUP).rows_per_prompt == GROUP

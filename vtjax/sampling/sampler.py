@@ -12,7 +12,8 @@ One call of ``generate`` runs two compiled programs:
    completion. The model's ``init_cache`` makes the
    ``DecodeCache``: the samples of a prompt *share* its prompt cache (never
    copied); each row only owns a cache of its generated tokens (per layer
-   ``[N, Hkv, M, Dh]``), allocated inside the program, updated in place. The
+   ``[N, Hkv, M, Dh]``), allocated inside the program, updated in place, and
+   grown with the steps (``cache_widths``: early steps read fewer slots). The
    loop runs the decoder layer by layer on per-layer weights (unstacked once
    per call), so no step copies a slice of a stacked weight or cache.
 
@@ -37,7 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from vtjax.models.qwen2_5_vl import (KVCache, ModelInputs, Qwen25VL, Qwen25VLConfig, bucket_size,
                                      decode_position_ids, get_rope_index, init_cache, prepare_inputs,
-                                     unstack_layers)
+                                     unstack_layers, widen_generated)
 from vtjax.models.qwen2_5_vl.inputs import MIN_TEXT_BUCKET
 from vtjax.sampling.filters import choose_tokens
 from vtjax.sharding import BATCH_AXES
@@ -55,6 +56,7 @@ class SamplingSettings:
     eos_token_ids: tuple[int, ...]  # any of these ends a row
     pad_token_id: int  # written after a row has ended
     rows_per_prompt: int  # R decode rows per prompt, 1..G; R < G: a row whose sample ends takes the next one
+    cache_growth: int = 0  # generated-cache slots added per decode phase (``cache_widths``); 0: automatic
 
 
 def left_pad(input_ids, attention_mask, length: int, pad_id: int):
@@ -71,12 +73,13 @@ def left_pad(input_ids, attention_mask, length: int, pad_id: int):
 
 def sampling_settings(config: Qwen25VLConfig, *, max_new_tokens: int, num_samples: int = 1,
                       temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-                      eos_token_ids=None, rows_per_prompt: int = 0) -> SamplingSettings:
+                      eos_token_ids=None, rows_per_prompt: int = 0, cache_growth: int = 0) -> SamplingSettings:
     """Checked settings; EOS defaults to the model's, padding to its pad id (else the first EOS).
 
     rows_per_prompt: decode rows per prompt (0 = num_samples, every sample decodes at once). Fewer rows
     than samples refill a row with the prompt's next sample when its own ends, so rows stop idling behind
     the longest completion; every sample's tokens and log-probs stay those of the one-row-per-sample loop.
+    cache_growth: see ``cache_widths`` (it changes the cost and the compile time, not the result).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be at least 1")
@@ -84,6 +87,8 @@ def sampling_settings(config: Qwen25VLConfig, *, max_new_tokens: int, num_sample
         raise ValueError(f"num_samples={num_samples} must be at least 1")
     if not 0 <= rows_per_prompt <= num_samples:
         raise ValueError(f"rows_per_prompt={rows_per_prompt} must be in 1..num_samples={num_samples} (0 = all)")
+    if cache_growth < 0:
+        raise ValueError(f"cache_growth={cache_growth} must be at least 1 (0 = automatic)")
     if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
         raise ValueError(f"bad sampling settings: temperature={temperature}, top_p={top_p}, top_k={top_k}")
     if eos_token_ids is None:
@@ -91,7 +96,7 @@ def sampling_settings(config: Qwen25VLConfig, *, max_new_tokens: int, num_sample
     eos_token_ids = tuple(int(t) for t in np.atleast_1d(eos_token_ids))
     pad_id = config.pad_token_id if config.pad_token_id is not None else (eos_token_ids or (0,))[0]
     return SamplingSettings(max_new_tokens, num_samples, float(temperature), int(top_k), float(top_p),
-                            eos_token_ids, int(pad_id), int(rows_per_prompt or num_samples))
+                            eos_token_ids, int(pad_id), int(rows_per_prompt or num_samples), int(cache_growth))
 
 
 def generate(
@@ -113,6 +118,7 @@ def generate(
     eos_token_ids=None,
     seed: int = 0,
     rows_per_prompt: int = 0,
+    cache_growth: int = 0,
 ) -> dict[str, np.ndarray]:
     """Samples ``num_samples`` completions per prompt.
 
@@ -120,12 +126,12 @@ def generate(
     Returns numpy ``tokens`` [B*G, max_new_tokens] (``pad_token_id`` after a row's
     EOS), ``lengths`` [B*G] (tokens up to and including the EOS) and ``logprobs``
     [B*G, max_new_tokens] float32 (the policy's log-probability of each sampled
-    token at temperature 1, 0 after the end). Rows b*G .. b*G+G-1 belong to prompt b. ``rows_per_prompt``:
-    see ``sampling_settings`` (it changes the cost, not the result).
+    token at temperature 1, 0 after the end). Rows b*G .. b*G+G-1 belong to prompt b. ``rows_per_prompt``,
+    ``cache_growth``: see ``sampling_settings`` (they change the cost, not the result).
     """
     settings = sampling_settings(config, max_new_tokens=max_new_tokens, num_samples=num_samples,
                                  temperature=temperature, top_p=top_p, top_k=top_k, eos_token_ids=eos_token_ids,
-                                 rows_per_prompt=rows_per_prompt)
+                                 rows_per_prompt=rows_per_prompt, cache_growth=cache_growth)
     vision = dict(pixel_values=pixel_values, image_grid_thw=image_grid_thw,
                   pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
                   second_per_grid_ts=second_per_grid_ts)
@@ -239,6 +245,21 @@ class DecodeState:
 _CPU_DECODE_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
 
 
+# Automatic growth: the generated caches start at M / 4 slots and grow by as much every M / 4 steps (at least
+# 32 slots a time): steps read 5/8 of the M slots on average, for at most 4 compiled loop bodies.
+CACHE_GROWTHS = 4
+MIN_CACHE_GROWTH = 32
+
+
+def cache_widths(max_new_tokens: int, growth: int = 0) -> tuple[int, ...]:
+    """Generated-cache widths of the decode loop's phases (the last is ``max_new_tokens``): the caches grow
+    by ``growth`` slots a phase (0: automatic, see above); a last growth under half a step joins the one before."""
+    if growth == 0:
+        growth = max(MIN_CACHE_GROWTH, -(-max_new_tokens // CACHE_GROWTHS))
+    return tuple(w for w in range(growth, max_new_tokens, growth) if 2 * (max_new_tokens - w) >= growth) + (
+        max_new_tokens,)
+
+
 @functools.lru_cache(maxsize=None)
 def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding | None):
     model = Qwen25VL(config.replace(scan_layers=False))  # decode runs layer by layer (Qwen25VL.decode_step)
@@ -261,7 +282,8 @@ def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding 
         params = unstack_layers(config, params)  # once per rollout: each layer's weights a separate array
         b, prompt_len = prompt_mask.shape
         n, total = b * r, b * g  # row b * R + j decodes samples of prompt b; sample b * G + i is prompt b's i-th
-        cache = init_cache(prompt_cache, prompt_mask, r, m)
+        widths = cache_widths(m, s.cache_growth)
+        cache = init_cache(prompt_cache, prompt_mask, r, widths[0])
         cache = cache.replace(generated=constrain_cache(cache.generated))
         row_deltas = jnp.repeat(deltas, r, axis=0)  # [N]
         keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(total))  # one key per sample
@@ -323,8 +345,17 @@ def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding 
                 generated=constrain_cache(stepped.generated))
             return assign(stepped_state, ~active | stops | (state.step + 1 >= m))
 
-        end = jax.lax.while_loop(cond, body, start)
-        return end.tokens, end.lengths, end.logprobs, end.iterations
+        # The generated caches grow with the steps: while the loop has run fewer than `width` iterations no
+        # row has written beyond slot `width` - 1 (a row's write slot is at most the iterations run), so those
+        # steps read `width` slots, not M. One loop per width; between them the caches widen (one copy).
+        state = start
+        for phase, width in enumerate(widths):
+            if phase:
+                state = state.replace(generated=constrain_cache(widen_generated(state.generated, width)))
+            last_phase = phase == len(widths) - 1
+            state = jax.lax.while_loop(
+                cond if last_phase else lambda st, width=width: cond(st) & (st.iterations < width), body, state)
+        return state.tokens, state.lengths, state.logprobs, state.iterations
 
     platform = jax.default_backend() if rows is None else rows.mesh.devices.flat[0].platform
     options = _CPU_DECODE_OPTIONS if platform == "cpu" else None
