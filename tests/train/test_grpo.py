@@ -156,6 +156,7 @@ def test_short_run_raises_the_reward(tmp_path, monkeypatch):
     ("rl.reward_weights", "acuracy=1", "acuracy"),
     ("rl.loss_agg", "mean", "rl.loss_agg"),
     ("rl.decode_rows_per_prompt", 9, "rl.decode_rows_per_prompt=9 must be in 1..rl.group_size=8"),
+    ("rl.decode_cache_growth", -1, r"rl.decode_cache_growth=-1 must be at least 1 \(0 = automatic\)"),
     ("train.lr", -1.0, "train.lr"),
     ("rl.reward_modules", "no_such_reward_module", "rl.reward_modules: cannot import 'no_such_reward_module'"),
     ("rl.shared_prefix", "sometimes", "rl.shared_prefix='sometimes' must be one of"),

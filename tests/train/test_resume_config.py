@@ -12,7 +12,7 @@ import pytest
 from configs import tiny_grpo
 from tests.train.conftest import run_main, tiny_config
 from vtjax.errors import CheckpointError
-from vtjax.train import grpo, sft
+from vtjax.train import grpo, grpo_config, resume, sft
 
 BASE = {"train.num_steps": 4, "checkpoint.every_steps": 2, "checkpoint.keep": 3, "log.every_steps": 2}
 
@@ -98,3 +98,17 @@ def test_resume_false_on_a_workdir_with_checkpoints_is_refused(sft_workdir, tmp_
     with pytest.raises(CheckpointError, match=r"checkpoint.resume=False but .* holds checkpoints \(steps \[2, 4\]\)"):
         sft.run(tiny_config(**{**BASE, "checkpoint.resume": False}), str(workdir))
     assert _tree(workdir) == before
+
+
+def test_decode_layout_fields_are_safe_and_sampling_fields_are_not():
+    """The decode rows and the cache growth change the rollouts' cost, not their samples
+    (tests/sampling/test_refill.py); the sampling temperature changes the samples."""
+    saved = grpo_config.grpo_defaults().to_dict()
+    for field, value in (("decode_rows_per_prompt", 2), ("decode_cache_growth", 64)):
+        current = grpo_config.grpo_defaults().to_dict()
+        current["rl"][field] = value
+        assert resume.check_config(saved, current, workdir="w", step=2) == {f"rl.{field}": (0, value)}
+    current = grpo_config.grpo_defaults().to_dict()
+    current["rl"]["temperature"] = 0.7
+    with pytest.raises(CheckpointError, match="rl.temperature"):
+        resume.check_config(saved, current, workdir="w", step=2)

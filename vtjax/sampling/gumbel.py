@@ -67,4 +67,5 @@ def _reproducible(keys: jax.Array) -> bool:
     else:
         threefry_keys = (keys.ndim == 2 and keys.shape[1] == 2 and keys.dtype == jnp.uint32
                          and jax.config.jax_default_prng_impl == "threefry2x32")
-    return threefry_keys and bool(jax.config.jax_threefry_partitionable) and not jax.config.jax_high_dynamic_range_gumbel
+    return (threefry_keys and bool(jax.config.jax_threefry_partitionable)
+            and not jax.config.jax_high_dynamic_range_gumbel)

@@ -124,7 +124,8 @@ def grpo_report(config, *, frames: int, frame_patches: int, prompt_text: int) ->
     reports.append((report, ("opt_state", "reference")))
 
     settings = sampling_settings(model_cfg, max_new_tokens=new_tokens, num_samples=group,
-                                 temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
+                                 temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+                                 cache_growth=r.decode_cache_growth)
     prefill, decode = programs(model_cfg, settings, rows)
     report, compiled = _compile("prefill", prefill, state.params, prompt_inputs, features)
     hidden, cache = _outputs(prefill, compiled, state.params, prompt_inputs, features)

@@ -119,7 +119,8 @@ class GrpoObjective:
         self.reward_options = grpo_config.reward_options(config)
         self.settings = sampling_settings(model_cfg, max_new_tokens=r.max_new_tokens, num_samples=r.group_size,
                                           temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                                          rows_per_prompt=r.decode_rows_per_prompt)
+                                          rows_per_prompt=r.decode_rows_per_prompt,
+                                          cache_growth=r.decode_cache_growth)
         self.stop_ids = self.settings.eos_token_ids + (self.settings.pad_token_id,)
         self.prompts = RolloutPrompts(model_cfg, run.mesh, self.settings.pad_token_id)
         self.prompts_per_block = t.batch_size // self.prompts.num_blocks

@@ -40,6 +40,11 @@ def grpo_defaults() -> ml_collections.ConfigDict:
     # completion ends takes the prompt's next one, so rows stop idling behind the longest completion. The
     # samples are the same either way (docs/kernels.md "Continuous batching").
     c.rl.decode_rows_per_prompt = 0
+    # Slots the decode loop's generated-token caches grow by, from the first loop's width to max_new_tokens
+    # (0 = automatic: max_new_tokens / 4, at least 32; one compiled loop body per width). Early steps then read
+    # fewer cache slots; max_new_tokens gives one loop, the shortest compile. Same samples either way
+    # (docs/kernels.md "Decode attention").
+    c.rl.decode_cache_growth = 0
     # Layout of the update and log-prob passes: on lays each group out once, its prompt then its G completions
     # (each sees the prompt and itself), instead of G copies of prompt + completion; same log-probs, a group
     # costs prompt + G completions. auto = on when train.batch_size / train.micro_batches prompts split over
@@ -161,6 +166,8 @@ def validate(config, *, num_devices: int, process_count: int = 1) -> dict[str, i
     if not 0 <= r.decode_rows_per_prompt <= g:
         raise ConfigError(f"rl.decode_rows_per_prompt={r.decode_rows_per_prompt} must be in 1..rl.group_size={g} "
                           f"(0 = group_size)")
+    if r.decode_cache_growth < 0:
+        raise ConfigError(f"rl.decode_cache_growth={r.decode_cache_growth} must be at least 1 (0 = automatic)")
     if r.temperature <= 0 or not 0 < r.top_p <= 1 or r.top_k < 0:
         raise ConfigError(f"rl.temperature={r.temperature} must be > 0, rl.top_p={r.top_p} in (0, 1], "
                           f"rl.top_k={r.top_k} >= 0")

@@ -30,7 +30,8 @@ IDENTITY = ("mode", "model.preset", "model.init_from", "model.scan_layers")
 # Safe to change on resume (prefix match): they change how the same run goes on, not what it is.
 SAFE = ("train.lr", "train.warmup_steps", "train.warmup_ratio", "train.end_lr_ratio", "train.num_steps",
         "train.num_epochs", "train.on_nonfinite", "train.loss_chunk", "train.micro_batches", "log.",
-        "checkpoint.", "mesh.", "model.attention_impl", "model.remat_policy", "model.dtype", "data.worker_count")
+        "checkpoint.", "mesh.", "model.attention_impl", "model.remat_policy", "model.dtype", "data.worker_count",
+        "rl.decode_rows_per_prompt", "rl.decode_cache_growth")
 _ABSENT = "<absent>"
 _MAX_LISTED = 6  # changed fields named in a refusal
 
