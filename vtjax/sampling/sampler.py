@@ -253,7 +253,8 @@ MIN_CACHE_GROWTH = 32
 
 def cache_widths(max_new_tokens: int, growth: int = 0) -> tuple[int, ...]:
     """Generated-cache widths of the decode loop's phases (the last is ``max_new_tokens``): the caches grow
-    by ``growth`` slots a phase (0: automatic, see above); a last growth under half a step joins the one before."""
+    by ``growth`` slots a phase (0: automatic, see above); a last phase that would add fewer than
+    ``growth / 2`` slots is merged into the one before it, e.g. (32, 64, 100) for 100 tokens."""
     if growth == 0:
         growth = max(MIN_CACHE_GROWTH, -(-max_new_tokens // CACHE_GROWTHS))
     return tuple(w for w in range(growth, max_new_tokens, growth) if 2 * (max_new_tokens - w) >= growth) + (
