@@ -171,6 +171,18 @@ def test_bad_rl_fields_are_named(field, value, message):
         grpo_config.validate(config, num_devices=1)
 
 
+def test_rollout_settings_carry_every_sampler_field():
+    """The trainer and the AOT memory report both build the sampler's settings from rl.* here."""
+    config = grpo_config.grpo_defaults()
+    r = config.rl
+    r.max_new_tokens, r.group_size, r.temperature, r.top_p, r.top_k = 40, 6, 0.7, 0.9, 5
+    r.decode_rows_per_prompt, r.decode_cache_growth = 2, 16
+    settings = grpo_config.rollout_settings(config, CONFIG)
+    assert settings == sampling_settings(CONFIG, max_new_tokens=40, num_samples=6, temperature=0.7, top_p=0.9,
+                                         top_k=5, rows_per_prompt=2, cache_growth=16)
+    assert (settings.rows_per_prompt, settings.cache_growth) == (2, 16)
+
+
 def test_prompts_that_do_not_split_over_processes_are_refused():
     config = grpo_config.grpo_defaults()
     config.model.preset, config.data.source = "tiny", "synthetic"

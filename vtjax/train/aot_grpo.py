@@ -24,12 +24,12 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from vtjax.models.qwen2_5_vl import ModelInputs, VisionInputs, bucket_size
 from vtjax.models.qwen2_5_vl.inputs import MIN_TEXT_BUCKET
 from vtjax.ops.attention import SharedPrefix
-from vtjax.sampling import programs, sampling_settings
+from vtjax.sampling import programs
 from vtjax.train import config as config_lib
 from vtjax.train.batch import BATCH_AXES, vision_partition_specs
 from vtjax.train.grpo_step import batch_logprobs_fn, encode_fn, make_grpo_step, vision_trains
 from vtjax.train.optimizer import lr_schedule, make_optimizer
-from vtjax.train.grpo_config import rollout_layout
+from vtjax.train.grpo_config import rollout_layout, rollout_settings
 from vtjax.train.rollout_batch import RolloutBatch, RolloutLayout, ScoredTokens, rollout_partition_specs
 from vtjax.sharding import make_mesh
 from vtjax.train.state import abstract_state, model_config, param_shapes, state_shardings, with_shardings
@@ -123,9 +123,7 @@ def grpo_report(config, *, frames: int, frame_patches: int, prompt_text: int) ->
     resident["pullback"] = bytes_per_device(pullback) if pullback is not None else 0
     reports.append((report, ("opt_state", "reference")))
 
-    settings = sampling_settings(model_cfg, max_new_tokens=new_tokens, num_samples=group,
-                                 temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                                 cache_growth=r.decode_cache_growth)
+    settings = rollout_settings(config, model_cfg)
     prefill, decode = programs(model_cfg, settings, rows)
     report, compiled = _compile("prefill", prefill, state.params, prompt_inputs, features)
     hidden, cache = _outputs(prefill, compiled, state.params, prompt_inputs, features)

@@ -25,7 +25,7 @@ from vtjax.data.batching import real_rows
 from vtjax.rl import bonuses as bonuses_lib
 from vtjax.rl import grpo as grpo_lib
 from vtjax.rl import rewards as rewards_lib
-from vtjax.sampling import sample, sampling_settings
+from vtjax.sampling import sample
 from vtjax.train import grpo_config, loop, synthetic
 from vtjax.train.batch import BATCH_AXES, data_shard
 from vtjax.train.compile_log import CompileLog
@@ -117,10 +117,7 @@ class GrpoObjective:
         self.run, self.config, self.model_cfg = run, config, model_cfg
         self.weights = grpo_config.reward_weights(config)
         self.reward_options = grpo_config.reward_options(config)
-        self.settings = sampling_settings(model_cfg, max_new_tokens=r.max_new_tokens, num_samples=r.group_size,
-                                          temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                                          rows_per_prompt=r.decode_rows_per_prompt,
-                                          cache_growth=r.decode_cache_growth)
+        self.settings = grpo_config.rollout_settings(config, model_cfg)
         self.stop_ids = self.settings.eos_token_ids + (self.settings.pad_token_id,)
         self.prompts = RolloutPrompts(model_cfg, run.mesh, self.settings.pad_token_id)
         self.prompts_per_block = t.batch_size // self.prompts.num_blocks

@@ -14,6 +14,7 @@ import ml_collections
 from vtjax.ops.attention import resolve_impl
 from vtjax.rl import grpo as grpo_lib
 from vtjax.rl import rewards as rewards_lib
+from vtjax.sampling import SamplingSettings, sampling_settings
 from vtjax.train import config as config_lib
 from vtjax.train.config import ConfigError
 from vtjax.train.rollout_batch import RolloutLayout
@@ -109,6 +110,14 @@ def reward_options(config) -> rewards_lib.RewardOptions:
             raise ConfigError(f"rl.{name}={config.rl[name]!r} must be one of {[k.value for k in kind]}")
     return rewards_lib.RewardOptions(rewards_lib.RewardRules(config.rl.reward_rules),
                                      rewards_lib.TimeFormat(config.rl.time_format))
+
+
+def rollout_settings(config, model_cfg) -> SamplingSettings:
+    """The rollout sampler's settings from ``rl.*``: one place for the trainer and the AOT memory report."""
+    r = config.rl
+    return sampling_settings(model_cfg, max_new_tokens=r.max_new_tokens, num_samples=r.group_size,
+                             temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+                             rows_per_prompt=r.decode_rows_per_prompt, cache_growth=r.decode_cache_growth)
 
 
 def temporal_group_size(config) -> int:
