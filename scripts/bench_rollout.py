@@ -139,18 +139,18 @@ def rollout(name: str, workload: Workload, config, model, params, args, device) 
         assert out["tokens"].shape == (rows, new_tokens)
         return out
 
-    def timed(rows_per_prompt=0):  # (compile seconds, median seconds, last output)
+    def timed(rows_per_prompt=0):  # (compile seconds, median seconds, the output of every timed seed)
         start = time.perf_counter()
         ours(0, rows_per_prompt)
         first = time.perf_counter() - start
-        times, out = [], None
+        times, outs = [], []
         for seed in range(1, args.repeats + 1):
             start = time.perf_counter()
-            out = ours(seed, rows_per_prompt)
+            outs.append(ours(seed, rows_per_prompt))
             times.append(time.perf_counter() - start)
-        return first - statistics.median(times), statistics.median(times), out
+        return first - statistics.median(times), statistics.median(times), outs
 
-    compile_s, ours_s, ours_out = timed()
+    compile_s, ours_s, ours_outs = timed()
 
     # The prefill share: the same call with one new token.
     generate(config, params, **inputs, **{**kw, "max_new_tokens": 1})
@@ -190,14 +190,17 @@ def rollout(name: str, workload: Workload, config, model, params, args, device) 
                              rows * int(row_lengths(theirs_tokens, workload.stop_ids)[0].max())))
     line["vtjax_by_rows_per_prompt"] = {}
     for rows_per_prompt in sorted({r for r in args.rows_per_prompt if r <= args.group} | {args.group}, reverse=True):
-        compile_s, seconds, out = (0.0, ours_s, ours_out) if rows_per_prompt == args.group else timed(rows_per_prompt)
+        compile_s, seconds, outs = (0.0, ours_s, ours_outs) if rows_per_prompt == args.group else timed(rows_per_prompt)
         # Every sample's first token from the prefill's hidden state, then R rows per prompt per iteration.
-        computed = rows + 2 * rows_per_prompt * int(out["decode_iterations"])
-        stats = ragged_stats("vtjax", out["tokens"], workload.stop_ids, seconds, computed)
+        by_seed = [ragged_stats("vtjax", out["tokens"], workload.stop_ids, seconds,
+                                rows + 2 * rows_per_prompt * int(out["decode_iterations"])) for out in outs]
+        out, stats = outs[-1], by_seed[-1]
         line["vtjax_by_rows_per_prompt"][rows_per_prompt] = {
             "s": round(seconds, 2), "speedup": round(theirs_s / seconds, 2), "compile_s": round(compile_s, 1),
             "useful_tokens_per_s": stats["vtjax_useful_tokens_per_s"],
             "wasted_row_steps": stats["vtjax_wasted_row_steps"], "decode_iterations": int(out["decode_iterations"]),
+            # The waste depends on the draw (how the lengths fall between prompts): every timed seed's.
+            "wasted_row_steps_by_seed": [x["vtjax_wasted_row_steps"] for x in by_seed],
             "length_percentiles_10_50_90": stats["vtjax_length_percentiles_10_50_90"]}
     return line
 
