@@ -12,7 +12,8 @@ prompt, temperature 1.0. Workloads, one JSON line each with both sides:
                as GRPO's do; reports useful tokens/s (tokens before each row's EOS) and the share of
                computed row-steps spent on rows that had already ended; vtjax runs once per
                --rows-per-prompt R (R < G: continuous batching, a row whose sample ends takes the
-               prompt's next pending sample), all in the same run
+               prompt's next pending sample), and once at R = G with compact_rows (the live rows gathered
+               into fewer as samples end), all in the same run
   decode_floor vtjax's decode step (decode seconds / steps) against the floor: one step's weight-bound
                work alone, i.e. every decoder matmul and the LM head for the N = 2 * G rows, jitted as
                straight-line code (no cache, no attention, no sampling, no loop), median of repeats
@@ -134,19 +135,20 @@ def rollout(name: str, workload: Workload, config, model, params, args, device) 
     kw = dict(max_new_tokens=new_tokens, num_samples=args.group, temperature=1.0, top_p=workload.top_p,
               eos_token_ids=workload.stop_ids)
 
-    def ours(seed, rows_per_prompt=0):
-        out = generate(config, params, **inputs, seed=seed, rows_per_prompt=rows_per_prompt, **kw)
+    def ours(seed, rows_per_prompt=0, compact_rows=False):
+        out = generate(config, params, **inputs, seed=seed, rows_per_prompt=rows_per_prompt,
+                       compact_rows=compact_rows, **kw)
         assert out["tokens"].shape == (rows, new_tokens)
         return out
 
-    def timed(rows_per_prompt=0):  # (compile seconds, median seconds, the output of every timed seed)
+    def timed(rows_per_prompt=0, compact_rows=False):  # (compile s, median s, the output of every timed seed)
         start = time.perf_counter()
-        ours(0, rows_per_prompt)
+        ours(0, rows_per_prompt, compact_rows)
         first = time.perf_counter() - start
         times, outs = [], []
         for seed in range(1, args.repeats + 1):
             start = time.perf_counter()
-            outs.append(ours(seed, rows_per_prompt))
+            outs.append(ours(seed, rows_per_prompt, compact_rows))
             times.append(time.perf_counter() - start)
         return first - statistics.median(times), statistics.median(times), outs
 
@@ -189,13 +191,17 @@ def rollout(name: str, workload: Workload, config, model, params, args, device) 
     line.update(ragged_stats("transformers", theirs_tokens, workload.stop_ids, theirs_s,
                              rows * int(row_lengths(theirs_tokens, workload.stop_ids)[0].max())))
     line["vtjax_by_rows_per_prompt"] = {}
-    for rows_per_prompt in sorted({r for r in args.rows_per_prompt if r <= args.group} | {args.group}, reverse=True):
-        compile_s, seconds, outs = (0.0, ours_s, ours_outs) if rows_per_prompt == args.group else timed(rows_per_prompt)
-        # Every sample's first token from the prefill's hidden state, then R rows per prompt per iteration.
+    variants = [(rows_per_prompt, False) for rows_per_prompt in
+                sorted({r for r in args.rows_per_prompt if r <= args.group} | {args.group}, reverse=True)]
+    for rows_per_prompt, compact_rows in [*variants, (args.group, True)]:
+        plain = rows_per_prompt == args.group and not compact_rows
+        compile_s, seconds, outs = (0.0, ours_s, ours_outs) if plain else timed(rows_per_prompt, compact_rows)
+        # Every sample's first token from the prefill's hidden state, then the rows of each loop iteration.
         by_seed = [ragged_stats("vtjax", out["tokens"], workload.stop_ids, seconds,
-                                rows + 2 * rows_per_prompt * int(out["decode_iterations"])) for out in outs]
+                                rows + int(out["decode_row_steps"])) for out in outs]
         out, stats = outs[-1], by_seed[-1]
-        line["vtjax_by_rows_per_prompt"][rows_per_prompt] = {
+        key = f"{rows_per_prompt} compacted" if compact_rows else rows_per_prompt
+        line["vtjax_by_rows_per_prompt"][key] = {
             "s": round(seconds, 2), "speedup": round(theirs_s / seconds, 2), "compile_s": round(compile_s, 1),
             "useful_tokens_per_s": stats["vtjax_useful_tokens_per_s"],
             "wasted_row_steps": stats["vtjax_wasted_row_steps"], "decode_iterations": int(out["decode_iterations"]),

@@ -1,7 +1,9 @@
-"""Continuous batching in the decode loop: rows refilled with their prompt's pending samples.
+"""Continuous batching in the decode loop: rows refilled with their prompt's pending samples, and live rows
+compacted into fewer as samples end.
 
 The reference for every sample is the one-row-per-sample loop (tokens equal, log-probs to float rounding)
-and teacher forcing; the loop's iteration count is checked against a numpy list schedule of the lengths.
+and teacher forcing; the loop's iteration count and its computed rows are checked against a numpy list
+schedule of the lengths.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from tests.parity.test_logits import model_and_params
 from tests.sampling.test_sampler import CONFIG, video_batch
 from vtjax.models.qwen2_5_vl import forward
 from vtjax.sampling import generate, sampling_settings
-from vtjax.sampling.sampler import cache_widths
+from vtjax.sampling.sampler import cache_widths, row_levels
 
 GROUP = 6
 MAX_NEW = 24
@@ -43,6 +45,22 @@ def list_schedule_iterations(lengths: np.ndarray, rows_per_prompt: int) -> int:
                 heapq.heappush(free_at, start + int(length) - 1)
         busiest = max(busiest, max(free_at))
     return busiest
+
+
+def list_schedule_live_rows(lengths: np.ndarray, rows_per_prompt: int) -> np.ndarray:
+    """[iterations, B] the samples each prompt has in progress at every loop iteration of the list schedule."""
+    spans = []  # (prompt, first iteration, iterations) of every sample that takes a row
+    for prompt, group in enumerate(lengths.reshape(-1, GROUP)):
+        free_at = [0] * rows_per_prompt
+        for length in group:
+            if length > 1:
+                start = heapq.heappop(free_at)
+                heapq.heappush(free_at, start + int(length) - 1)
+                spans.append((prompt, start, int(length) - 1))
+    live = np.zeros((list_schedule_iterations(lengths, rows_per_prompt), lengths.size // GROUP), int)
+    for prompt, start, span in spans:
+        live[start:start + span, prompt] += 1
+    return live
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +100,34 @@ def test_loop_runs_the_list_schedule_of_the_lengths(ragged_runs, rows):
     assert int(runs[rows]["decode_iterations"]) == list_schedule_iterations(lengths, rows)
     if rows == GROUP:
         assert int(runs[rows]["decode_iterations"]) == lengths.max() - 1  # every row waits for the longest
+
+
+def test_row_levels_by_hand():
+    assert row_levels(8) == (8, 6, 4, 2, 1)
+    assert row_levels(GROUP) == (6, 5, 3, 2, 1)
+    assert row_levels(3) == (3, 2, 1) and row_levels(1) == (1,)
+
+
+@pytest.mark.parametrize("rows,growth", [(GROUP, 0), (GROUP, 12), (4, 0)])
+def test_compacted_rows_give_the_same_samples_on_fewer_rows(ragged_runs, rows, growth):
+    """compact_rows against the loop without it: the same tokens, lengths, log-probs (to float rounding) and
+    iterations; each iteration computes B * (the smallest row level >= the busiest prompt's live samples)
+    rows of the list schedule, against B * R without compaction. growth 12: two cache widths, so the
+    phases switch on both the width and the level."""
+    params, inputs, runs = ragged_runs
+    compacted = generate(CONFIG, params, **inputs, rows_per_prompt=rows, cache_growth=growth, compact_rows=True,
+                         **RAGGED)
+    np.testing.assert_array_equal(compacted["tokens"], runs[rows]["tokens"])
+    np.testing.assert_array_equal(compacted["lengths"], runs[rows]["lengths"])
+    np.testing.assert_allclose(compacted["logprobs"], runs[rows]["logprobs"], atol=2e-6)
+    iterations = int(runs[rows]["decode_iterations"])
+    assert int(compacted["decode_iterations"]) == iterations
+    prompts = len(inputs["input_ids"])
+    assert int(runs[rows]["decode_row_steps"]) == prompts * rows * iterations
+    live = list_schedule_live_rows(runs[GROUP]["lengths"], rows)  # [iterations, B]
+    levels = np.array(row_levels(rows))
+    expected = sum(prompts * levels[levels >= most].min() for most in live.max(axis=1))
+    assert int(compacted["decode_row_steps"]) == expected < prompts * rows * iterations
 
 
 def test_refilled_logprobs_equal_teacher_forcing(ragged_runs):

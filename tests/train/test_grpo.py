@@ -176,11 +176,11 @@ def test_rollout_settings_carry_every_sampler_field():
     config = grpo_config.grpo_defaults()
     r = config.rl
     r.max_new_tokens, r.group_size, r.temperature, r.top_p, r.top_k = 40, 6, 0.7, 0.9, 5
-    r.decode_rows_per_prompt, r.decode_cache_growth = 2, 16
+    r.decode_rows_per_prompt, r.decode_cache_growth, r.decode_compact_rows = 2, 16, True
     settings = grpo_config.rollout_settings(config, CONFIG)
     assert settings == sampling_settings(CONFIG, max_new_tokens=40, num_samples=6, temperature=0.7, top_p=0.9,
-                                         top_k=5, rows_per_prompt=2, cache_growth=16)
-    assert (settings.rows_per_prompt, settings.cache_growth) == (2, 16)
+                                         top_k=5, rows_per_prompt=2, cache_growth=16, compact_rows=True)
+    assert (settings.rows_per_prompt, settings.cache_growth, settings.compact_rows) == (2, 16, True)
 
 
 def test_prompts_that_do_not_split_over_processes_are_refused():
@@ -238,14 +238,15 @@ def test_several_updates_per_step_keep_the_step_count_and_the_schedule(tmp_path,
 
 
 def test_fewer_decode_rows_give_the_same_steps(tmp_path, monkeypatch):
-    """rl.decode_rows_per_prompt=3 (continuous batching) draws the same completions as one row per sample,
-    so rewards, lengths and losses follow."""
+    """rl.decode_rows_per_prompt=3 (continuous batching) with rl.decode_compact_rows draws the same
+    completions as one row per sample, so rewards, lengths and losses follow; and it computes fewer rows."""
     from configs import tiny_grpo  # noqa: PLC0415
 
     runs, original = {}, MetricsLogger.step
     for rows in (0, 3):
         config = tiny_grpo.get_config()
         config.train.num_steps, config.log.every_steps, config.rl.decode_rows_per_prompt = 2, 1, rows
+        config.rl.decode_compact_rows = rows > 0
         config.rl.max_new_tokens = 12
         seen = []
         monkeypatch.setattr(MetricsLogger, "step",
@@ -256,6 +257,7 @@ def test_fewer_decode_rows_give_the_same_steps(tmp_path, monkeypatch):
     for full, refilled in zip(runs[0], runs[3], strict=True):
         for name in ("reward_mean", "completion_length"):
             assert refilled[name] == full[name], name
+        assert refilled["decode_finished_fraction"] <= full["decode_finished_fraction"]
         np.testing.assert_allclose(refilled["loss"], full["loss"], rtol=1e-4, atol=1e-6)
 
 

@@ -101,10 +101,10 @@ def test_resume_false_on_a_workdir_with_checkpoints_is_refused(sft_workdir, tmp_
 
 
 def test_decode_layout_fields_are_safe_and_sampling_fields_are_not():
-    """The decode rows and the cache growth change the rollouts' cost, not their samples
+    """The decode rows, the cache growth and the row compaction change the rollouts' cost, not their samples
     (tests/sampling/test_refill.py); the sampling temperature changes the samples."""
     saved = grpo_config.grpo_defaults().to_dict()
-    for field, value in (("decode_rows_per_prompt", 2), ("decode_cache_growth", 64)):
+    for field, value in (("decode_rows_per_prompt", 2), ("decode_cache_growth", 64), ("decode_compact_rows", True)):
         current = grpo_config.grpo_defaults().to_dict()
         current["rl"][field] = value
         assert resume.check_config(saved, current, workdir="w", step=2) == {f"rl.{field}": (0, value)}

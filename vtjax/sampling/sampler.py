@@ -57,6 +57,7 @@ class SamplingSettings:
     pad_token_id: int  # written after a row has ended
     rows_per_prompt: int  # R decode rows per prompt, 1..G; R < G: a row whose sample ends takes the next one
     cache_growth: int = 0  # generated-cache slots added per decode phase (``cache_widths``); 0: automatic
+    compact_rows: bool = False  # gather the live rows into fewer as samples end (``row_levels``)
 
 
 def left_pad(input_ids, attention_mask, length: int, pad_id: int):
@@ -73,13 +74,17 @@ def left_pad(input_ids, attention_mask, length: int, pad_id: int):
 
 def sampling_settings(config: Qwen25VLConfig, *, max_new_tokens: int, num_samples: int = 1,
                       temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-                      eos_token_ids=None, rows_per_prompt: int = 0, cache_growth: int = 0) -> SamplingSettings:
+                      eos_token_ids=None, rows_per_prompt: int = 0, cache_growth: int = 0,
+                      compact_rows: bool = False) -> SamplingSettings:
     """Checked settings; EOS defaults to the model's, padding to its pad id (else the first EOS).
 
     rows_per_prompt: decode rows per prompt (0 = num_samples, every sample decodes at once). Fewer rows
     than samples refill a row with the prompt's next sample when its own ends, so rows stop idling behind
     the longest completion; every sample's tokens and log-probs stay those of the one-row-per-sample loop.
     cache_growth: see ``cache_widths`` (it changes the cost and the compile time, not the result).
+    compact_rows: once every prompt's samples are handed out and rows end, the loop goes on with the live
+    rows gathered into fewer (``row_levels``), so finished rows stop costing; same result, one compiled
+    loop body per (cache width, row level).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be at least 1")
@@ -96,7 +101,8 @@ def sampling_settings(config: Qwen25VLConfig, *, max_new_tokens: int, num_sample
     eos_token_ids = tuple(int(t) for t in np.atleast_1d(eos_token_ids))
     pad_id = config.pad_token_id if config.pad_token_id is not None else (eos_token_ids or (0,))[0]
     return SamplingSettings(max_new_tokens, num_samples, float(temperature), int(top_k), float(top_p),
-                            eos_token_ids, int(pad_id), int(rows_per_prompt or num_samples), int(cache_growth))
+                            eos_token_ids, int(pad_id), int(rows_per_prompt or num_samples), int(cache_growth),
+                            bool(compact_rows))
 
 
 def generate(
@@ -119,6 +125,7 @@ def generate(
     seed: int = 0,
     rows_per_prompt: int = 0,
     cache_growth: int = 0,
+    compact_rows: bool = False,
 ) -> dict[str, np.ndarray]:
     """Samples ``num_samples`` completions per prompt.
 
@@ -127,11 +134,12 @@ def generate(
     EOS), ``lengths`` [B*G] (tokens up to and including the EOS) and ``logprobs``
     [B*G, max_new_tokens] float32 (the policy's log-probability of each sampled
     token at temperature 1, 0 after the end). Rows b*G .. b*G+G-1 belong to prompt b. ``rows_per_prompt``,
-    ``cache_growth``: see ``sampling_settings`` (they change the cost, not the result).
+    ``cache_growth``, ``compact_rows``: see ``sampling_settings`` (they change the cost, not the result).
     """
     settings = sampling_settings(config, max_new_tokens=max_new_tokens, num_samples=num_samples,
                                  temperature=temperature, top_p=top_p, top_k=top_k, eos_token_ids=eos_token_ids,
-                                 rows_per_prompt=rows_per_prompt, cache_growth=cache_growth)
+                                 rows_per_prompt=rows_per_prompt, cache_growth=cache_growth,
+                                 compact_rows=compact_rows)
     vision = dict(pixel_values=pixel_values, image_grid_thw=image_grid_thw,
                   pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
                   second_per_grid_ts=second_per_grid_ts)
@@ -169,9 +177,9 @@ def prompt_batch(config: Qwen25VLConfig, input_ids, attention_mask, pad_id: int,
 def sample(config: Qwen25VLConfig, params, prompts: PromptBatch, settings: SamplingSettings, seed: int, *,
            features: jax.Array | None = None, rows: NamedSharding | None = None,
            timings: dict | None = None) -> dict[str, jax.Array]:
-    """Runs prefill and decode; returns device arrays ``tokens``, ``lengths``, ``logprobs`` (see ``generate``)
-    and ``decode_iterations`` ([] int32, decode loop iterations: each costs ``settings.rows_per_prompt`` rows
-    per prompt).
+    """Runs prefill and decode; returns device arrays ``tokens``, ``lengths``, ``logprobs`` (see ``generate``),
+    ``decode_iterations`` ([] int32, decode loop iterations) and ``decode_row_steps`` ([] int32, the rows those
+    iterations computed: ``B * rows_per_prompt`` each, fewer once compacted).
 
     Args:
       features: [Mp, E] the prompts' vision features, already encoded (the tower is then skipped).
@@ -192,12 +200,13 @@ def sample(config: Qwen25VLConfig, params, prompts: PromptBatch, settings: Sampl
         key = jax.random.PRNGKey(seed)
         if rows is not None:
             key = jax.device_put(key, NamedSharding(rows.mesh, PartitionSpec()))
-    tokens, lengths, logprobs, iterations = _decode_fn(config, settings, rows)(
+    tokens, lengths, logprobs, iterations, row_steps = _decode_fn(config, settings, rows)(
         params, hidden, prompt_cache, prompts.inputs.segment_ids, prompts.deltas, key)
     if timings is not None:
         jax.block_until_ready(tokens)
         timings["decode_s"] = time.perf_counter() - start
-    return {"tokens": tokens, "lengths": lengths, "logprobs": logprobs, "decode_iterations": iterations}
+    return {"tokens": tokens, "lengths": lengths, "logprobs": logprobs, "decode_iterations": iterations,
+            "decode_row_steps": row_steps}
 
 
 def programs(config: Qwen25VLConfig, settings: SamplingSettings, rows: NamedSharding | None = None):
@@ -205,7 +214,7 @@ def programs(config: Qwen25VLConfig, settings: SamplingSettings, rows: NamedShar
 
     prefill: (params, prompt inputs, features | None) -> (hidden [B, E], prompt cache);
     decode: (params, hidden, prompt cache, prompt mask [B, Lp], deltas [B], key)
-      -> (tokens, lengths, logprobs, loop iterations).
+      -> (tokens, lengths, logprobs, loop iterations, row-steps).
     """
     return _prefill_fn(config, rows), _decode_fn(config, settings, rows)
 
@@ -229,6 +238,7 @@ class DecodeState:
     whose sample ends takes its prompt's next pending sample), each sample into M = max_new_tokens slots."""
 
     iterations: jax.Array  # [] int32, loop iterations run so far
+    row_steps: jax.Array  # [] int32, rows computed over those iterations (N each, fewer once compacted)
     sample: jax.Array  # [N] int32, the sample each row decodes (B * G: none left, the row idles)
     step: jax.Array  # [N] int32, index within its sample of the token each row chooses now
     last: jax.Array  # [N] int32, the token each row feeds back now
@@ -261,6 +271,17 @@ def cache_widths(max_new_tokens: int, growth: int = 0) -> tuple[int, ...]:
         max_new_tokens,)
 
 
+def row_levels(rows_per_prompt: int) -> tuple[int, ...]:
+    """Rows per prompt the loop may compact to, descending: R, 3R/4, then halvings down to 1 (rounded up),
+    e.g. (8, 6, 4, 2, 1). A compacted phase runs at the smallest level that holds every prompt's live rows."""
+    levels = {rows_per_prompt, -(-3 * rows_per_prompt // 4)}
+    level = rows_per_prompt
+    while level > 1:
+        level = -(-level // 2)
+        levels.add(level)
+    return tuple(sorted(levels, reverse=True))
+
+
 @functools.lru_cache(maxsize=None)
 def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding | None):
     model = Qwen25VL(config.replace(scan_layers=False))  # decode runs layer by layer (Qwen25VL.decode_step)
@@ -286,7 +307,6 @@ def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding 
         widths = cache_widths(m, s.cache_growth)
         cache = init_cache(prompt_cache, prompt_mask, r, widths[0])
         cache = cache.replace(generated=constrain_cache(cache.generated))
-        row_deltas = jnp.repeat(deltas, r, axis=0)  # [N]
         keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(total))  # one key per sample
         eos = jnp.asarray(s.eos_token_ids or (-1,), jnp.int32)
 
@@ -302,22 +322,26 @@ def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding 
         order = jnp.argsort(~pending, axis=1, stable=True)  # [B, G] each prompt's pending samples first, in order
         pending_count = pending.sum(axis=1)  # [B]
 
+        def live_rows(state: DecodeState) -> jax.Array:  # [B] rows of each prompt decoding a sample now
+            return (state.sample < total).reshape(b, -1).sum(axis=1)
+
         def assign(state: DecodeState, free: jax.Array) -> DecodeState:
-            """Hands each free row [N] its prompt's next pending sample (none when all are handed out)."""
-            free = free.reshape(b, r)
-            take_index = state.started[:, None] + jnp.cumsum(free, axis=1) - 1  # [B, R]
+            """Hands each free row [N'] its prompt's next pending sample (none when all are handed out)."""
+            rows_now = free.shape[0] // b
+            free = free.reshape(b, rows_now)
+            take_index = state.started[:, None] + jnp.cumsum(free, axis=1) - 1  # [B, R']
             takes = free & (take_index < pending_count[:, None])
-            chosen = jnp.take_along_axis(order, jnp.minimum(take_index, g - 1), axis=1)  # [B, R]
-            chosen = (jnp.arange(b)[:, None] * g + chosen).reshape(n)
-            takes, free = takes.reshape(n), free.reshape(n)
+            chosen = jnp.take_along_axis(order, jnp.minimum(take_index, g - 1), axis=1)  # [B, R']
+            chosen = (jnp.arange(b)[:, None] * g + chosen).reshape(-1)
+            takes, free = takes.reshape(-1), free.reshape(-1)
             return state.replace(
                 sample=jnp.where(takes, chosen, jnp.where(free, total, state.sample)),
                 step=jnp.where(takes, 1, state.step), last=jnp.where(takes, first[chosen], state.last),
-                started=jnp.minimum(state.started + free.reshape(b, r).sum(axis=1), pending_count))
+                started=jnp.minimum(state.started + free.reshape(b, rows_now).sum(axis=1), pending_count))
 
         start = DecodeState(
-            iterations=jnp.int32(0), sample=jnp.full(n, total, jnp.int32), step=jnp.ones(n, jnp.int32),
-            last=jnp.zeros(n, jnp.int32), started=jnp.zeros(b, jnp.int32),
+            iterations=jnp.int32(0), row_steps=jnp.int32(0), sample=jnp.full(n, total, jnp.int32),
+            step=jnp.ones(n, jnp.int32), last=jnp.zeros(n, jnp.int32), started=jnp.zeros(b, jnp.int32),
             tokens=constrain(jnp.full((total, m), s.pad_token_id, jnp.int32).at[:, 0].set(first)),
             logprobs=constrain(jnp.zeros((total, m), jnp.float32).at[:, 0].set(first_lp)),
             lengths=jnp.where(first_eos, 1, m).astype(jnp.int32), generated=cache.generated)
@@ -326,12 +350,14 @@ def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding 
         def cond(state: DecodeState):
             return jnp.any(state.sample < total)
 
-        def body(state: DecodeState) -> DecodeState:
-            active = state.sample < total  # [N]
-            write = state.step - 1  # [N] generated-cache slot of the token fed in now
+        def body(state: DecodeState) -> DecodeState:  # any N' = B * R' rows (R' = R, or fewer once compacted)
+            rows_now = state.sample.shape[0]
+            active = state.sample < total  # [N']
+            write = state.step - 1  # [N'] generated-cache slot of the token fed in now
             # With R == G no row is ever refilled: the active rows move in lockstep and one slot serves all.
             write_index = state.iterations if r == g else write
-            positions = decode_position_ids(row_deltas, prompt_len, 1, start=write)  # [3, N, 1]
+            positions = decode_position_ids(jnp.repeat(deltas, rows_now // b, axis=0), prompt_len, 1,
+                                            start=write)  # [3, N', 1]
             hidden, stepped = model.apply({"params": params}, state.last[:, None], positions,
                                           cache.replace(generated=state.generated), write_index,
                                           method=Qwen25VL.decode_step)
@@ -339,29 +365,85 @@ def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding 
             stops = active & jnp.isin(token, eos)
             target = jnp.where(active, state.sample, total)  # idle rows write nowhere
             stepped_state = state.replace(
-                iterations=state.iterations + 1, step=state.step + 1, last=token,
-                tokens=state.tokens.at[target, state.step].set(token, mode="drop"),
+                iterations=state.iterations + 1, row_steps=state.row_steps + rows_now, step=state.step + 1,
+                last=token, tokens=state.tokens.at[target, state.step].set(token, mode="drop"),
                 logprobs=state.logprobs.at[target, state.step].set(lp, mode="drop"),
                 lengths=state.lengths.at[jnp.where(stops, state.sample, total)].set(state.step + 1, mode="drop"),
                 generated=constrain_cache(stepped.generated))
             return assign(stepped_state, ~active | stops | (state.step + 1 >= m))
 
-        # The generated caches grow with the steps: while the loop has run fewer than `width` iterations no
-        # row has written beyond slot `width` - 1 (a row's write slot is at most the iterations run), so those
-        # steps read `width` slots, not M. One loop per width; between them the caches widen (one copy).
-        state = start
-        for phase, width in enumerate(widths):
-            if phase:
-                state = state.replace(generated=constrain_cache(widen_generated(state.generated, width)))
-            last_phase = phase == len(widths) - 1
-            state = jax.lax.while_loop(
-                cond if last_phase else lambda st, width=width: cond(st) & (st.iterations < width), body, state)
-        return state.tokens, state.lengths, state.logprobs, state.iterations
+        if s.compact_rows:
+            state = compacting_loop(start, widths, live_rows, cond, body)
+        else:
+            # The generated caches grow with the steps: while the loop has run fewer than `width` iterations no
+            # row has written beyond slot `width` - 1 (a row's write slot is at most the iterations run), so
+            # those steps read `width` slots, not M. One loop per width; between them the caches widen (a copy).
+            state = start
+            for phase, width in enumerate(widths):
+                if phase:
+                    state = state.replace(generated=constrain_cache(widen_generated(state.generated, width)))
+                last_phase = phase == len(widths) - 1
+                state = jax.lax.while_loop(
+                    cond if last_phase else lambda st, width=width: cond(st) & (st.iterations < width), body, state)
+        return state.tokens, state.lengths, state.logprobs, state.iterations, state.row_steps
+
+    def compacting_loop(start: DecodeState, widths, live_rows, cond, body) -> DecodeState:
+        """The decode loop with compaction: an outer loop whose every iteration runs one phase at a (cache
+        width, rows per prompt) pair, the narrowest width not yet filled and the fewest rows (``row_levels``)
+        that hold every prompt's live rows; a phase ends when the width fills or the live rows fit the next
+        level. The outer carry keeps the full layout (N rows, M slots): a phase gathers its rows (each prompt's
+        live rows first) and slots, runs, and scatters them back, one copy each way."""
+        levels = row_levels(r)
+        n = start.sample.shape[0]
+        b, total = n // r, start.tokens.shape[0]
+        full = start.replace(generated=widen_generated(start.generated, m))
+
+        def phase(width: int, level: int, next_level: int):
+            def run(state: DecodeState) -> DecodeState:
+                live = (state.sample < total).reshape(b, r)
+                keep = jnp.argsort(~live, axis=1, stable=True)[:, :level]  # [B, level] live rows first, in order
+                rows = (jnp.arange(b)[:, None] * r + keep).reshape(-1)  # [B * level] rows of the full layout
+                part = state.replace(
+                    sample=state.sample[rows], step=state.step[rows], last=state.last[rows],
+                    generated=constrain_cache(tuple(KVCache(k=kv.k[rows, :, :width], v=kv.v[rows, :, :width])
+                                                    for kv in state.generated)))
+
+                def phase_cond(st: DecodeState):
+                    go = cond(st)
+                    if width < m:
+                        go &= st.iterations < width
+                    if next_level:
+                        go &= live_rows(st).max() > next_level
+                    return go
+
+                part = jax.lax.while_loop(phase_cond, body, part)
+                def scatter(whole, x):  # [N] <- [B * level]: back to the rows of the full layout
+                    return whole.at[rows].set(x)
+
+                return part.replace(
+                    sample=scatter(jnp.full(n, total, jnp.int32), part.sample),
+                    step=scatter(jnp.ones(n, jnp.int32), part.step), last=scatter(jnp.zeros(n, jnp.int32), part.last),
+                    generated=constrain_cache(tuple(
+                        KVCache(k=jnp.zeros_like(whole.k).at[rows, :, :width].set(kv.k),
+                                v=jnp.zeros_like(whole.v).at[rows, :, :width].set(kv.v))
+                        for whole, kv in zip(state.generated, part.generated, strict=True))))
+            return run
+
+        phases = [phase(w, level, levels[j + 1] if j + 1 < len(levels) else 0)
+                  for w in widths for j, level in enumerate(levels)]
+
+        def outer(state: DecodeState) -> DecodeState:
+            # The first width the loop has not filled, and the smallest level >= the busiest prompt's live rows.
+            w = jnp.minimum(jnp.searchsorted(jnp.asarray(widths), state.iterations, side="right"), len(widths) - 1)
+            level = jnp.sum(jnp.asarray(levels) >= live_rows(state).max()) - 1
+            return jax.lax.switch(w * len(levels) + level, phases, state)
+
+        return jax.lax.while_loop(cond, outer, full)
 
     platform = jax.default_backend() if rows is None else rows.mesh.devices.flat[0].platform
     options = _CPU_DECODE_OPTIONS if platform == "cpu" else None
     if rows is None:
         return jax.jit(decode, compiler_options=options)
     replicated = NamedSharding(rows.mesh, PartitionSpec())
-    return jax.jit(decode, out_shardings=(replicated, replicated, replicated, replicated), compiler_options=options)
+    return jax.jit(decode, out_shardings=(replicated,) * 5, compiler_options=options)
 

@@ -172,8 +172,8 @@ class GrpoObjective:
                      features=features, rows=self.prompts.row_sharding(), timings=timings)
         clock.add(prefill=timings["prefill_s"], decode=timings["decode_s"])
         tokens, lengths = host_copy(out["tokens"]), host_copy(out["lengths"])  # all N rows, every process
-        decode_row_steps = lengths.size + (  # every first token from the prefill, then R rows per prompt a step
-            config.train.batch_size * self.settings.rows_per_prompt * int(host_copy(out["decode_iterations"])))
+        # Every first token from the prefill, then the rows each loop iteration computed.
+        decode_row_steps = lengths.size + int(host_copy(out["decode_row_steps"]))
         mine = lambda x, g=r.group_size: self.prompts.local_rows(x, g, self.prompts_per_block)  # noqa: E731
         with clock("reward"):
             texts = completion_texts(self.run.data.tokenizer, mine(tokens), mine(lengths), self.stop_ids)

@@ -46,6 +46,11 @@ def grpo_defaults() -> ml_collections.ConfigDict:
     # fewer cache slots; max_new_tokens gives one loop, the shortest compile. Same samples either way
     # (docs/kernels.md "Decode attention").
     c.rl.decode_cache_growth = 0
+    # Gather the live decode rows into fewer as completions end (rows per prompt R, 3R/4, R/2, R/4, .., 1),
+    # so finished rows stop costing where a step's cost grows with its rows (the CPU, or many rows per
+    # device). Same samples; one compiled loop body per (cache width, row level), so a longer compile
+    # (docs/kernels.md "Continuous batching").
+    c.rl.decode_compact_rows = False
     # Layout of the update and log-prob passes: on lays each group out once, its prompt then its G completions
     # (each sees the prompt and itself), instead of G copies of prompt + completion; same log-probs, a group
     # costs prompt + G completions. auto = on when train.batch_size / train.micro_batches prompts split over
@@ -117,7 +122,8 @@ def rollout_settings(config, model_cfg) -> SamplingSettings:
     r = config.rl
     return sampling_settings(model_cfg, max_new_tokens=r.max_new_tokens, num_samples=r.group_size,
                              temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                             rows_per_prompt=r.decode_rows_per_prompt, cache_growth=r.decode_cache_growth)
+                             rows_per_prompt=r.decode_rows_per_prompt, cache_growth=r.decode_cache_growth,
+                             compact_rows=r.decode_compact_rows)
 
 
 def temporal_group_size(config) -> int:

@@ -31,7 +31,7 @@ IDENTITY = ("mode", "model.preset", "model.init_from", "model.scan_layers")
 SAFE = ("train.lr", "train.warmup_steps", "train.warmup_ratio", "train.end_lr_ratio", "train.num_steps",
         "train.num_epochs", "train.on_nonfinite", "train.loss_chunk", "train.micro_batches", "log.",
         "checkpoint.", "mesh.", "model.attention_impl", "model.remat_policy", "model.dtype", "data.worker_count",
-        "rl.decode_rows_per_prompt", "rl.decode_cache_growth")
+        "rl.decode_rows_per_prompt", "rl.decode_cache_growth", "rl.decode_compact_rows")
 _ABSENT = "<absent>"
 _MAX_LISTED = 6  # changed fields named in a refusal
 
