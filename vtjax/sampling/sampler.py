@@ -9,7 +9,8 @@ One call of ``generate`` runs two compiled programs:
    until every sample has emitted an EOS or ``max_new_tokens`` tokens. With
    R < G the loop batches continuously: a row whose sample ends takes its
    prompt's next pending sample, so rows stop idling behind the longest
-   completion. The model's ``init_cache`` makes the
+   completion; with ``compact_rows`` the loop instead goes on with the live rows
+   gathered into fewer as samples end (``row_levels``). The model's ``init_cache`` makes the
    ``DecodeCache``: the samples of a prompt *share* its prompt cache (never
    copied); each row only owns a cache of its generated tokens (per layer
    ``[N, Hkv, M, Dh]``), allocated inside the program, updated in place, and
