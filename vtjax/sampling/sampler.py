@@ -403,10 +403,10 @@ def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding 
             def run(state: DecodeState) -> DecodeState:
                 live = (state.sample < total).reshape(b, r)
                 keep = jnp.argsort(~live, axis=1, stable=True)[:, :level]  # [B, level] live rows first, in order
-                rows = (jnp.arange(b)[:, None] * r + keep).reshape(-1)  # [B * level] rows of the full layout
+                kept = (jnp.arange(b)[:, None] * r + keep).reshape(-1)  # [B * level] rows of the full layout
                 part = state.replace(
-                    sample=state.sample[rows], step=state.step[rows], last=state.last[rows],
-                    generated=constrain_cache(tuple(KVCache(k=kv.k[rows, :, :width], v=kv.v[rows, :, :width])
+                    sample=state.sample[kept], step=state.step[kept], last=state.last[kept],
+                    generated=constrain_cache(tuple(KVCache(k=kv.k[kept, :, :width], v=kv.v[kept, :, :width])
                                                     for kv in state.generated)))
 
                 def phase_cond(st: DecodeState):
@@ -418,15 +418,16 @@ def _decode_fn(config: Qwen25VLConfig, s: SamplingSettings, rows: NamedSharding 
                     return go
 
                 part = jax.lax.while_loop(phase_cond, body, part)
+
                 def scatter(whole, x):  # [N] <- [B * level]: back to the rows of the full layout
-                    return whole.at[rows].set(x)
+                    return whole.at[kept].set(x)
 
                 return part.replace(
                     sample=scatter(jnp.full(n, total, jnp.int32), part.sample),
                     step=scatter(jnp.ones(n, jnp.int32), part.step), last=scatter(jnp.zeros(n, jnp.int32), part.last),
                     generated=constrain_cache(tuple(
-                        KVCache(k=jnp.zeros_like(whole.k).at[rows, :, :width].set(kv.k),
-                                v=jnp.zeros_like(whole.v).at[rows, :, :width].set(kv.v))
+                        KVCache(k=jnp.zeros_like(whole.k).at[kept, :, :width].set(kv.k),
+                                v=jnp.zeros_like(whole.v).at[kept, :, :width].set(kv.v))
                         for whole, kv in zip(state.generated, part.generated, strict=True))))
             return run
 
